@@ -1,0 +1,54 @@
+"""In-process backend: the API owner's checkpoint runs in this process, behind the query interface."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from ..models import build_classifier
+from .base import BlackBoxAPI, QueryLedger
+
+
+class InProcessAPI(BlackBoxAPI):
+    """Serves one pool checkpoint; its network is private (``_net``) and never returned."""
+
+    def __init__(self, checkpoint: Path, ledger: QueryLedger, device: torch.device, chunk: int = 1024):
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        super().__init__(ck["name"], ck["num_classes"], (ck["in_channels"], ck["image_size"], ck["image_size"]),
+                         ledger, chunk)
+        net = build_classifier(ck["arch"], ck["in_channels"], ck["num_classes"], ck["image_size"])
+        net.load_state_dict(ck["state_dict"])
+        self._net = net.to(device).eval()
+        self._device = device
+        self.reported_accuracy = ck["heldout_acc"]
+
+    @torch.no_grad()
+    def _answer(self, images: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self._net(images.to(self._device)), dim=1).to(images.device)
+
+
+class WhiteBoxAPI(InProcessAPI):
+    """White-box reference only (`invert.gradient: exact`): exposes differentiable outputs.
+
+    Still counts every image it answers; used to measure what exact input
+    gradients buy over zero-order estimates, never by the black-box method.
+    """
+
+    def differentiable_probs(self, images: torch.Tensor) -> torch.Tensor:
+        self.ledger.count(self.name, images.shape[0])
+        return F.softmax(self._net(images.to(self._device)), dim=1).to(images.device)
+
+
+def open_pool(folder: Path, ledger: QueryLedger, device: torch.device, chunk: int = 1024,
+              whitebox: bool = False) -> list[BlackBoxAPI]:
+    """Open every API listed in ``folder/pool.json`` (sorted by name)."""
+    folder = Path(folder)
+    index = folder / "pool.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index}: no API pool here; run `dvc repro pretrain` first")
+    names = [a["name"] for a in json.loads(index.read_text())["apis"]]
+    cls = WhiteBoxAPI if whitebox else InProcessAPI
+    return [cls(folder / f"{n}.pt", ledger, device, chunk) for n in names]

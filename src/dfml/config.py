@@ -1,0 +1,237 @@
+"""Load `params.yaml` and check every key before any heavy work starts.
+
+Each stage reads the sections it needs through :func:`load_params`, which checks
+the whole file against :data:`SCHEMA`: an unknown key, a wrong type or a value out
+of range raises :class:`ParamError` naming the key and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ParamError(ValueError):
+    """A bad value in params.yaml; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one key accepts: python types, an optional check and what it says."""
+
+    types: tuple
+    check: Callable[[Any], bool] | None = None
+    want: str = ""
+    nullable: bool = False
+
+
+def _num(lo=None, hi=None, integer=False, lo_open=False):
+    types = (int,) if integer else (int, float)
+
+    def check(v):
+        if isinstance(v, bool):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return hi is None or v <= hi
+
+    rng = []
+    if lo is not None:
+        rng.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        rng.append(f"<= {hi}")
+    kind = "an integer" if integer else "a number"
+    return Spec(types, check, f"{kind} {' and '.join(rng)}".strip())
+
+
+def _int(lo=None, hi=None):
+    return _num(lo, hi, integer=True)
+
+
+def _pos(integer=False):
+    return _num(0, None, integer=integer, lo_open=True)
+
+
+def _choice(*options):
+    return Spec((str,), lambda v: v in options, "one of " + ", ".join(map(repr, options)))
+
+
+def _list_of(inner: Spec, nonempty=True):
+    def check(v):
+        if nonempty and not v:
+            return False
+        return all(isinstance(x, inner.types) and not isinstance(x, bool) and (inner.check is None or inner.check(x)) for x in v)
+
+    return Spec((list,), check, f"a {'non-empty ' if nonempty else ''}list, each {inner.want or inner.types[0].__name__}")
+
+
+def _opt(spec: Spec) -> Spec:
+    return Spec(spec.types, spec.check, spec.want + " or null", nullable=True)
+
+
+_BOOL = Spec((bool,), None, "true or false")
+_STR = Spec((str,), None, "a string")
+ARCHS = ("conv4", "resnet10", "resnet18")
+DATASET_NAMES = ("omniglot", "cifar-fs", "cub", "miniimagenet", "folder")
+
+SCHEMA: dict[str, Any] = {
+    "seed": _int(0),
+    "device": Spec((str,), lambda v: v in ("auto", "cpu") or v.startswith("cuda"), "'auto', 'cpu' or 'cuda[:N]'"),
+    "data": {
+        "dataset": _choice(*DATASET_NAMES),
+        "image_size": _opt(_int(8, 512)),
+        "rotations": _BOOL,
+        "classes_per_split": _opt(_int(2)),
+        "images_per_class": _opt(_int(2)),
+        "folder": {"root": _opt(_STR), "train": _opt(_list_of(_STR)), "val": _opt(_list_of(_STR)),
+                   "test": _opt(_list_of(_STR)), "fractions": _list_of(_num(0, 1))},
+        "miniimagenet": {"source": _opt(_STR)},
+    },
+    "apis": {
+        "scenario": _choice("ss", "sh", "mh"),
+        "count": _int(1),
+        "ways": _int(2),
+        "arch": _choice(*ARCHS),
+        "architectures": _list_of(_choice(*ARCHS)),
+        "datasets": _list_of(_choice(*DATASET_NAMES)),
+        "train_fraction": _num(0.05, 0.95),
+        "epochs": _int(1),
+        "batch_size": _int(1),
+        "optimizer": _choice("auto", "adam", "sgd"),
+        "lr": _pos(),
+        "backend": _choice("inprocess"),
+        "answer": _choice("probs"),
+        "query_chunk": _int(1),
+    },
+    "invert": {
+        "gradient": _choice("zo", "exact"),
+        "q": _int(1),
+        "mu": _pos(),
+        "steps": _int(1),
+        "images_per_class": _int(2),
+        "latent_dim": _int(1),
+        "generator_width": _int(4),
+        "lr_generator": _pos(),
+        "lr_latent": _pos(),
+    },
+    "distill": {
+        "iterations": _int(1),
+        "tasks_per_batch": _int(1),
+        "memory_tasks": _int(0),
+        "inner_steps": _int(1),
+        "inner_lr": _pos(),
+        "outer_lr": _pos(),
+        "first_order": _BOOL,
+        "temperature": _pos(),
+        "support_shots": _int(1),
+        "query_shots": _int(1),
+        "boundary_lambda": _num(0),
+        "boundary_after": _int(0),
+        "boundary_steps": _int(0),
+        "memory_size": _int(1),
+        "val_every": _int(1),
+        "val_episodes": _int(1),
+        "val_shots": _int(1),
+    },
+    "maml_real": {
+        "iterations": _int(1),
+        "tasks_per_batch": _int(1),
+        "inner_steps": _int(1),
+        "inner_lr": _pos(),
+        "outer_lr": _pos(),
+        "first_order": _BOOL,
+        "shots": _int(1),
+        "query_shots": _int(1),
+        "val_every": _int(1),
+        "val_episodes": _int(1),
+        "val_shots": _int(1),
+    },
+    "evaluate": {
+        "models": _list_of(_choice("random", "maml_real", "bidf_mkd")),
+        "ways": _int(2),
+        "shots": _list_of(_int(1)),
+        "query": _int(1),
+        "episodes": _int(2),
+        "val_episodes": _int(2),
+        "adapt_steps": _int(1),
+        "lr_grid": _list_of(_pos()),
+        "episode_batch": _int(1),
+    },
+}
+
+
+def _check(node: Any, spec: Any, path: str, errors: list[str]) -> None:
+    if isinstance(spec, dict):
+        if not isinstance(node, dict):
+            errors.append(f"{path}: must be a mapping with keys {sorted(spec)}, got {type(node).__name__}")
+            return
+        for key in node:
+            if key not in spec:
+                close = difflib.get_close_matches(str(key), list(spec), n=1)
+                hint = f" (did you mean '{_join(path, close[0])}'?)" if close else f" (known keys: {', '.join(spec)})"
+                errors.append(f"{_join(path, key)}: unknown key{hint}; remove it or fix its spelling")
+        for key, sub in spec.items():
+            if key not in node:
+                errors.append(f"{_join(path, key)}: missing; add it to params.yaml (see the README's parameter table)")
+            else:
+                _check(node[key], sub, _join(path, key), errors)
+        return
+    if node is None:
+        if not spec.nullable:
+            errors.append(f"{path}: must be {spec.want}, got null")
+        return
+    ok = isinstance(node, spec.types) and not (isinstance(node, bool) and bool not in spec.types)
+    if ok and spec.check is not None:
+        ok = spec.check(node)
+    if not ok:
+        errors.append(f"{path}: must be {spec.want}, got {node!r}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def validate(params: dict, source: str = "params.yaml") -> dict:
+    """Check `params` against SCHEMA plus cross-key rules; raise ParamError listing every problem."""
+    errors: list[str] = []
+    _check(params, SCHEMA, "", errors)
+    if not errors:
+        errors += _cross_checks(params)
+    if errors:
+        raise ParamError(f"{source} has {len(errors)} bad value(s):\n  - " + "\n  - ".join(errors))
+    return params
+
+
+def _cross_checks(p: dict) -> list[str]:
+    errs = []
+    if p["evaluate"]["ways"] != p["apis"]["ways"]:
+        errs.append(f"evaluate.ways ({p['evaluate']['ways']}) must equal apis.ways ({p['apis']['ways']}): "
+                    "the meta model's head has apis.ways outputs")
+    need = p["distill"]["support_shots"] + p["distill"]["query_shots"]
+    if need > p["invert"]["images_per_class"]:
+        errs.append(f"invert.images_per_class ({p['invert']['images_per_class']}) must be at least "
+                    f"distill.support_shots + distill.query_shots ({need})")
+    if p["apis"]["scenario"] != "ss":
+        errs.append(f"apis.scenario: {p['apis']['scenario']!r} is not implemented yet; use 'ss'")
+    if p["data"]["dataset"] == "folder" and not p["data"]["folder"]["root"]:
+        errs.append("data.folder.root: must name a folder of class folders when data.dataset is 'folder'")
+    if p["data"]["dataset"] == "miniimagenet" and not p["data"]["miniimagenet"]["source"]:
+        errs.append("data.miniimagenet.source: must name the MiniImageNet archive or folder "
+                    "(no stable public URL exists; download it yourself)")
+    return errs
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read and validate params.yaml (or another file); return the nested dict."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path} not found; run from the repository root or pass --params")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path} is not valid YAML: {exc}") from exc
+    return validate(params, str(path))

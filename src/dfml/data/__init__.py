@@ -1,0 +1,1 @@
+"""Datasets: archive fetching (mirror or download, checksummed), sources, episodes."""

@@ -1,0 +1,113 @@
+"""Find a dataset archive and prove it is the right one before anything reads it.
+
+With ``DFML_DATA_MIRROR`` set, archives are read from
+``<mirror>/<dataset>/<official archive name>`` and checked against the
+``SHA256SUMS`` file beside them (a mirror may hold rebuilt archives whose bytes
+differ from the official ones). Without it, the official URL is downloaded into
+``data/downloads/<dataset>/`` and checked against the official checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+MIRROR_ENV = "DFML_DATA_MIRROR"
+
+
+class DataError(RuntimeError):
+    """A dataset archive is missing, truncated or wrong; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One official archive: file name, URL and checksum (``md5:...`` or ``sha256:...``)."""
+
+    name: str
+    url: str
+    checksum: str
+
+
+def file_digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_sums(sums: Path) -> dict[str, str]:
+    out = {}
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[1].lstrip("*")] = parts[0].lower()
+    return out
+
+
+def _verify(path: Path, algo: str, expected: str, where: str, fix: str) -> None:
+    got = file_digest(path, algo)
+    if got != expected.lower():
+        raise DataError(
+            f"{path.name}: {algo} checksum mismatch ({where}).\n"
+            f"  file:     {path}\n  expected: {expected}\n  got:      {got}\n"
+            f"  The archive is truncated, corrupt or a different file. Fix: {fix}"
+        )
+
+
+def locate(dataset: str, archive: Archive, downloads: Path = Path("data/downloads")) -> Path:
+    """Return a verified local path for `archive` of `dataset`, or raise DataError."""
+    mirror = os.environ.get(MIRROR_ENV)
+    if mirror:
+        folder = Path(mirror) / dataset
+        path = folder / archive.name
+        sums = folder / "SHA256SUMS"
+        if not path.is_file():
+            raise DataError(
+                f"{archive.name}: not found in the data mirror.\n  looked for: {path.resolve()}\n"
+                f"  ({MIRROR_ENV}={mirror})\n  Fix: put the official {archive.name} there with a SHA256SUMS "
+                f"file beside it, or unset {MIRROR_ENV} to download it from {archive.url}"
+            )
+        if sums.is_file():
+            table = _read_sums(sums)
+            if archive.name not in table:
+                raise DataError(f"{archive.name}: no line for it in {sums.resolve()}; add `<sha256>  {archive.name}`")
+            _verify(path, "sha256", table[archive.name], f"mirror, against {sums}",
+                    f"replace {path} with a good copy (sha256 {table[archive.name]})")
+        else:
+            algo, expected = archive.checksum.split(":", 1)
+            _verify(path, algo, expected, "mirror without SHA256SUMS, against the official checksum",
+                    f"replace {path} with the official archive from {archive.url}")
+        return path
+
+    algo, expected = archive.checksum.split(":", 1)
+    path = downloads / dataset / archive.name
+    if path.is_file():
+        try:
+            _verify(path, algo, expected, "cached download", "")
+            return path
+        except DataError:
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    os.close(fd)
+    try:
+        try:
+            with urllib.request.urlopen(archive.url, timeout=60) as resp, open(tmp, "wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except OSError as exc:
+            raise DataError(
+                f"{archive.name}: download failed from {archive.url}: {exc}.\n"
+                f"  Fix: check the network, or set {MIRROR_ENV} to a folder holding {dataset}/{archive.name}"
+            ) from exc
+        _verify(Path(tmp), algo, expected, f"downloaded from {archive.url}",
+                f"retry the download, or set {MIRROR_ENV} to a folder with a good copy")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

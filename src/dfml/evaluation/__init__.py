@@ -1,0 +1,1 @@
+"""Episodic evaluation: fixed seeded episodes, per-model adaptation settings chosen on meta-val."""

@@ -1,0 +1,105 @@
+"""Pseudo-task recovery by API inversion (BiDf-MKD, Hu et al., ICML 2023, Sec. 3.2).
+
+A generator ``G(z; w)`` and its latent codes are trained so that the API classifies
+``G(z)`` as fixed labels: ``min CE(A(G(z)), y)``. The image gradient comes from a
+:class:`GradientEstimator` and is pushed into ``w`` and ``z`` through the surrogate
+loss ``mean_b <x_b, g_b.detach()>``, whose gradient w.r.t. x is exactly g.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..api.base import BlackBoxAPI
+from ..meta.losses import ce_on_probs
+from ..models.generator import Generator
+from .gradients import GradientEstimator, GroupLoss
+
+
+@dataclass
+class InversionState:
+    """A generator with its latent codes and optimiser for one API's task.
+
+    ``z``: ``[N*n, latent]``; labels ``y``: ``[N*n]`` class-major (n images per class).
+    """
+
+    generator: Generator
+    z: torch.nn.Parameter
+    labels: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    history: list = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        """Generator weights, latent codes and labels (the optimiser is not kept: it restarts in `distill`)."""
+        return {"generator": {k: v.detach().cpu() for k, v in self.generator.state_dict().items()},
+                "z": self.z.detach().cpu(), "labels": self.labels.cpu()}
+
+
+def new_state(num_classes: int, per_class: int, channels: int, image_size: int, cfg: dict, seed: int,
+              device: torch.device) -> InversionState:
+    torch.manual_seed(seed)
+    gen = Generator(cfg["latent_dim"], channels, image_size, cfg["generator_width"]).to(device)
+    z = torch.nn.Parameter(torch.randn(num_classes * per_class, cfg["latent_dim"], device=device))
+    y = torch.arange(num_classes, device=device).repeat_interleave(per_class)
+    opt = torch.optim.Adam([{"params": gen.parameters(), "lr": cfg["lr_generator"]},
+                            {"params": [z], "lr": cfg["lr_latent"]}], betas=(0.5, 0.999))
+    return InversionState(gen, z, y, opt)
+
+
+def load_state(sd: dict, cfg: dict, channels: int, image_size: int, device: torch.device) -> InversionState:
+    y = sd["labels"].to(device)
+    st = new_state(int(y.max()) + 1, len(y) // (int(y.max()) + 1), channels, image_size, cfg, 0, device)
+    st.generator.load_state_dict(sd["generator"])
+    with torch.no_grad():
+        st.z.copy_(sd["z"].to(device))
+    return st
+
+
+def inversion_step(state: InversionState, api: BlackBoxAPI, estimator: GradientEstimator,
+                   loss_fn: GroupLoss, rows: torch.Tensor | None = None) -> dict:
+    """One generator update; `rows` picks a subset of the latent codes (default all).
+
+    Returns ``{"loss": mean loss at x, "acc": API top-1 agreement with the labels}``.
+    """
+    z = state.z if rows is None else state.z[rows]
+    y = state.labels if rows is None else state.labels[rows]
+    state.generator.train()
+    x = state.generator(z)
+    g, loss, probs = estimator.estimate(api, x, lambda pts, p: loss_fn(pts, p, y))
+    surrogate = (x * g.detach()).flatten(1).sum(1).mean()
+    state.optimizer.zero_grad(set_to_none=True)
+    surrogate.backward()
+    state.optimizer.step()
+    return {"loss": loss.mean().item(), "acc": (probs.argmax(1) == y).float().mean().item()}
+
+
+def ce_group_loss(pts: torch.Tensor, probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``CE(A(x), y)`` per image: ``[G, B]``."""
+    return ce_on_probs(probs, y)
+
+
+@torch.no_grad()
+def render(state: InversionState, api: BlackBoxAPI, rows: torch.Tensor | None = None):
+    """Final images ``[B, C, H, W]`` and the API's answers on them ``[B, N]`` (counted queries)."""
+    state.generator.train()  # batch statistics, as during the optimisation
+    z = state.z if rows is None else state.z[rows]
+    x = state.generator(z)
+    return x, api.query(x)
+
+
+def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int, cfg: dict,
+               estimator: GradientEstimator, seed: int, device: torch.device):
+    """Recover ``per_class`` images per class of `api`.
+
+    Returns:
+        images ``[N, per_class, C, H, W]``, answers ``[N, per_class, N]``,
+        the inversion state (to continue in `distill`), and per-step history.
+    """
+    state = new_state(api.num_classes, per_class, channels, image_size, cfg, seed, device)
+    for _ in range(cfg["steps"]):
+        state.history.append(inversion_step(state, api, estimator, ce_group_loss))
+    x, probs = render(state, api)
+    n = api.num_classes
+    return x.view(n, per_class, *x.shape[1:]).cpu(), probs.view(n, per_class, n).cpu(), state

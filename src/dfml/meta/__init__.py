@@ -1,0 +1,1 @@
+"""Meta-learning: functional adaptation, losses, MAML on real data, BiDf-MKD distillation."""

@@ -1,0 +1,133 @@
+"""BiDf-MKD: bi-level data-free meta knowledge distillation from black-box APIs.
+
+Hu, Shen, Wang, Wu, Yuan, Tao, "Learning to Learn from APIs: Black-Box Data-Free
+Meta-Learning", ICML 2023 (arXiv 2305.18413), Sec. 3.3-3.5.
+
+Each meta-iteration draws ``tasks_per_batch`` API tasks and ``memory_tasks``
+memory-replay tasks and takes one outer step on the mean of their losses:
+
+* API task (API i): support = recovered images of i with i's answers; inner loop
+  ``KD(F(S; theta), A_i(S))``; query = recovered images (before
+  ``boundary_after``) or boundary queries re-inverted online with the adapted
+  weights (after); outer loss ``KD(F(Q; theta_i), A_i(Q))``.
+* Memory task: N (API, class) slots drawn across the whole memory (interpolated
+  tasks), labels = slot position, MAML cross-entropy inside and outside.
+
+All API images sent here (boundary queries) are counted by the ledger.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import vmap
+
+from ..api.base import BlackBoxAPI
+from ..inversion.gradients import GradientEstimator
+from ..inversion.invert import InversionState, inversion_step, render
+from ..meta.functional import Params, forward
+from .losses import boundary_loss
+from .trainer import Task
+
+
+class TaskMemory:
+    """Ring buffers of recovered images per (API, class): ``[capacity, C, H, W]`` each."""
+
+    def __init__(self, capacity: int, gen: torch.Generator):
+        self.capacity, self.gen = capacity, gen
+        self.slots: dict[tuple[int, int], torch.Tensor] = {}
+        self.fill: dict[tuple[int, int], int] = {}
+        self.cursor: dict[tuple[int, int], int] = {}
+
+    def add(self, api: int, cls: int, images: torch.Tensor) -> None:
+        key = (api, cls)
+        if key not in self.slots:
+            self.slots[key] = images.new_zeros(self.capacity, *images.shape[1:])
+            self.fill[key], self.cursor[key] = 0, 0
+        for img in images[-self.capacity:]:  # at most `capacity` rows: a short loop
+            self.slots[key][self.cursor[key]] = img
+            self.cursor[key] = (self.cursor[key] + 1) % self.capacity
+            self.fill[key] = min(self.fill[key] + 1, self.capacity)
+
+    def sample(self, key: tuple[int, int], n: int) -> torch.Tensor:
+        fill = self.fill[key]
+        idx = torch.randperm(fill, generator=self.gen)[:n] if fill >= n else torch.randint(fill, (n,), generator=self.gen)
+        return self.slots[key][idx]
+
+    def keys(self) -> list[tuple[int, int]]:
+        return sorted(self.slots)
+
+
+class BiDfTaskSampler:
+    """``iteration -> [Task]`` for BiDf-MKD (see module docstring).
+
+    Args:
+        apis: the pool (query interface only). bank: per API ``{"images": [N, n, C, H, W],
+        "probs": [N, n, N]}``. states: per API inversion state (for boundary queries).
+    """
+
+    def __init__(self, model: nn.Module, apis: list[BlackBoxAPI], bank: list[dict], states: list[InversionState],
+                 estimator: GradientEstimator, cfg: dict, gen: torch.Generator, device: torch.device):
+        self.model, self.apis, self.bank, self.states = model, apis, bank, states
+        self.estimator, self.cfg, self.gen, self.device = estimator, cfg, gen, device
+        self.memory = TaskMemory(cfg["memory_size"], gen)
+        for a, entry in enumerate(bank):
+            for c in range(entry["images"].shape[0]):
+                self.memory.add(a, c, entry["images"][c])
+        self.ways = bank[0]["images"].shape[0]
+
+    def __call__(self, it: int) -> list[Task]:
+        tasks = [self.api_task(it) for _ in range(self.cfg["tasks_per_batch"])]
+        tasks += [self.memory_task() for _ in range(self.cfg["memory_tasks"])]
+        return tasks
+
+    def _pick(self, a: int, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Per class, k image positions of API a's bank: ``[N, k]``."""
+        n = self.bank[a]["images"].shape[1]
+        return torch.stack([torch.randperm(n, generator=self.gen)[:k] for _ in range(self.ways)])
+
+    def api_task(self, it: int) -> Task:
+        cfg = self.cfg
+        a = int(torch.randint(len(self.apis), (1,), generator=self.gen))
+        images, probs = self.bank[a]["images"], self.bank[a]["probs"]
+        ks, kq = cfg["support_shots"], cfg["query_shots"]
+        pos = self._pick(a, ks + kq)
+        rows = torch.arange(self.ways).unsqueeze(1)
+        xs = images[rows, pos[:, :ks]].flatten(0, 1).to(self.device)
+        ts = probs[rows, pos[:, :ks]].flatten(0, 1).to(self.device)
+        if it > cfg["boundary_after"] and cfg["boundary_steps"] > 0:
+            qrows = (rows * images.shape[1] + pos[:, ks:]).flatten()
+            return Task(xs, ts, lambda fast: self.boundary_query(a, qrows, fast), "kd")
+        xq = images[rows, pos[:, ks:]].flatten(0, 1).to(self.device)
+        tq = probs[rows, pos[:, ks:]].flatten(0, 1).to(self.device)
+        return Task(xs, ts, (xq, tq), "kd")
+
+    def boundary_query(self, a: int, qrows: torch.Tensor, fast: Params):
+        """Re-invert the query rows of API a toward its decision boundary (BiDf-MKD Eq. 7)."""
+        fast = {k: v.detach() for k, v in fast.items()}
+        lam, temp = self.cfg["boundary_lambda"], self.cfg["temperature"]
+
+        def loss_fn(pts, probs, y):
+            student = vmap(lambda xx: forward(self.model, fast, xx))(pts)
+            return boundary_loss(probs, student, y, lam, temp)
+
+        state = self.states[a]
+        qrows = qrows.to(self.device)
+        for _ in range(self.cfg["boundary_steps"]):
+            inversion_step(state, self.apis[a], self.estimator, loss_fn, rows=qrows)
+        x, p = render(state, self.apis[a], rows=qrows)
+        y = state.labels[qrows]
+        for c in range(self.ways):
+            self.memory.add(a, c, x[y == c].detach())
+        return x.detach(), p
+
+    def memory_task(self) -> Task:
+        keys = self.memory.keys()
+        chosen = torch.randperm(len(keys), generator=self.gen)[:self.ways].tolist()
+        ks, kq = self.cfg["support_shots"], self.cfg["query_shots"]
+        sets = [self.memory.sample(keys[i], ks + kq) for i in chosen]
+        xs = torch.cat([s[:ks] for s in sets]).to(self.device)
+        xq = torch.cat([s[ks:] for s in sets]).to(self.device)
+        ys = torch.arange(self.ways, device=self.device).repeat_interleave(ks)
+        yq = torch.arange(self.ways, device=self.device).repeat_interleave(kq)
+        return Task(xs, ys, (xq, yq), "ce")

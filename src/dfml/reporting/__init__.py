@@ -1,0 +1,1 @@
+"""Metrics files, CSV curves and PNG plots."""

@@ -1,0 +1,60 @@
+"""Write curves as CSV (for `dvc plots`) and PNG (for people)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..utils import atomic_write_bytes  # noqa: E402
+
+
+def write_csv(rows: list[dict], path: Path) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    atomic_write_bytes(Path(path), df.to_csv(index=False).encode())
+    return df
+
+
+def save_png(fig, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def training_curve_png(df: pd.DataFrame, title: str, path: Path) -> None:
+    """Meta-val accuracy against meta-iteration, and cumulative API images when present."""
+    has_api = "api_images" in df and df["api_images"].max() > 0
+    fig, axes = plt.subplots(1, 2 if has_api else 1, figsize=(10 if has_api else 5.5, 3.8), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(df["iteration"], df["val_acc"], marker="o")
+    ax.set_xlabel("meta-iteration"); ax.set_ylabel("meta-val accuracy (%)"); ax.set_title(title); ax.grid(alpha=.3)
+    if has_api:
+        ax2 = axes[0, 1]
+        ax2.plot(df["api_images"], df["val_acc"], marker="o", color="tab:red")
+        ax2.set_xscale("log"); ax2.set_xlabel("cumulative API images (invert + distill)")
+        ax2.set_ylabel("meta-val accuracy (%)"); ax2.grid(alpha=.3)
+    save_png(fig, path)
+
+
+def eval_bars_png(results: dict, path: Path) -> None:
+    """Meta-test accuracy with 95% intervals, one group per shot, one bar per model."""
+    models = list(results)
+    shots = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(models) * len(shots) / 2, 3.8))
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        xs = [j + i * width for j in range(len(shots))]
+        ax.bar(xs, [results[m][s]["acc"] for s in shots], width, yerr=[results[m][s]["ci95"] for s in shots],
+               capsize=3, label=m)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(shots))], [f"5-way {s}" for s in shots])
+    ax.set_ylabel("meta-test accuracy (%) +- 95% CI"); ax.legend(fontsize=8); ax.grid(axis="y", alpha=.3)
+    lo = min(results[m][s]["acc"] for m in models for s in shots)
+    ax.set_ylim(max(0, lo - 15), 100)
+    save_png(fig, path)

@@ -1,0 +1,35 @@
+"""Stage `pretrain`: the API owner trains the pool of per-task classifiers (the only stage that sees weights)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from dfml.api.owner import build_pool  # noqa: E402
+from dfml.cli import main  # noqa: E402
+from dfml.data.prepared import load_prepared  # noqa: E402
+from dfml.utils import resolve_device, seed_everything, timer, write_json  # noqa: E402
+
+
+def run(params: dict) -> None:
+    cfg, device = params["apis"], resolve_device(params["device"])
+    seed_everything(params["seed"])
+    data = load_prepared(Path("data/prepared"))
+    out = Path("models/apis")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("api_*.pt"):
+        old.unlink()
+    with timer() as t:
+        records = build_pool(data, cfg, params["seed"], out, device)
+    write_json(out / "pool.json", {"scenario": cfg["scenario"], "apis": records})
+    accs = [r["heldout_acc"] for r in records]
+    write_json(Path("metrics/apis.json"), {
+        "count": len(records), "ways": cfg["ways"], "arch": cfg["arch"],
+        "heldout_acc_mean": round(100 * sum(accs) / len(accs), 2),
+        "heldout_acc_min": round(100 * min(accs), 2), "heldout_acc_max": round(100 * max(accs), 2),
+        "seconds": round(t["seconds"], 2), "device": str(device)})
+    print(f"pool of {len(records)} APIs, held-out accuracy mean {100 * sum(accs) / len(accs):.1f}%")
+
+
+if __name__ == "__main__":
+    main("pretrain", run)

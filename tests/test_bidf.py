@@ -1,0 +1,55 @@
+import torch
+
+from dfml.api.base import QueryLedger
+from dfml.inversion.gradients import ZeroOrderGradient
+from dfml.inversion.invert import invert_api
+from dfml.meta.bidf import BiDfTaskSampler, TaskMemory
+from dfml.meta.runs import build_meta_model
+from dfml.meta.trainer import MetaTrainer
+from test_inversion import CFG, SealedAPI
+
+DCFG = {"tasks_per_batch": 2, "memory_tasks": 1, "support_shots": 2, "query_shots": 2, "boundary_lambda": 1.0,
+        "boundary_after": 1, "boundary_steps": 2, "memory_size": 6, "temperature": 2.0}
+
+
+def _setup(q=3):
+    ledger = QueryLedger()
+    apis = [SealedAPI(ledger, shape=(1, 16, 16), seed=s) for s in range(2)]
+    est = ZeroOrderGradient(q, 0.005, torch.Generator().manual_seed(0))
+    bank, states = [], []
+    for i, api in enumerate(apis):
+        x, p, st = invert_api(api, 4, 1, 16, CFG, est, seed=i, device=torch.device("cpu"))
+        bank.append({"images": x, "probs": p})
+        states.append(st)
+    model = build_meta_model("conv4", 1, 3, 16, seed=0)
+    sampler = BiDfTaskSampler(model, apis, bank, states, est, DCFG, torch.Generator().manual_seed(0),
+                              torch.device("cpu"))
+    return ledger, model, sampler
+
+
+def test_distillation_uses_queries_only_and_counts_boundary_images():
+    ledger, model, sampler = _setup(q=3)
+    trainer = MetaTrainer(model, 2, 0.1, 1e-3, True, 2.0, validate=lambda p: 0.0)
+    before = ledger.total
+    loss = trainer.step(sampler(1))  # warm-up: queries come from the bank, no API call
+    assert torch.isfinite(torch.tensor(loss)) and ledger.total == before
+    trainer.step(sampler(2))  # boundary queries: SealedAPI raises if anything reaches for weights
+    per_task = DCFG["boundary_steps"] * (3 + 1) * 6 + 6  # steps * (q+1) * (N * query_shots) + final answers
+    assert ledger.total - before == DCFG["tasks_per_batch"] * per_task
+
+
+def test_second_order_step_changes_parameters():
+    ledger, model, sampler = _setup()
+    trainer = MetaTrainer(model, 2, 0.1, 1e-2, False, 1.0, validate=lambda p: 0.0)
+    w0 = model.head.weight.detach().clone()
+    trainer.step(sampler(1))
+    assert not torch.equal(w0, model.head.weight)
+
+
+def test_task_memory_ring_keeps_latest():
+    mem = TaskMemory(3, torch.Generator().manual_seed(0))
+    mem.add(0, 1, torch.arange(5.0).view(5, 1))
+    assert mem.fill[(0, 1)] == 3 and sorted(mem.slots[(0, 1)].flatten().tolist()) == [2.0, 3.0, 4.0]
+    mem.add(0, 1, torch.tensor([[9.0]]))
+    assert 9.0 in mem.slots[(0, 1)].flatten().tolist() and 2.0 not in mem.slots[(0, 1)].flatten().tolist()
+    assert mem.sample((0, 1), 5).shape == (5, 1)

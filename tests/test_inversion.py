@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dfml.api.base import BlackBoxAPI, QueryLedger
+from dfml.inversion.gradients import ExactGradient, ZeroOrderGradient
+from dfml.inversion.invert import ce_group_loss, invert_api
+
+CFG = {"latent_dim": 8, "generator_width": 8, "lr_generator": 1e-3, "lr_latent": 1e-2, "steps": 3}
+
+
+class SealedAPI(BlackBoxAPI):
+    """Answers through a closure; any attempt to reach its weights raises (the black-box rule)."""
+
+    ALLOWED = {"name", "num_classes", "input_shape", "ledger", "chunk", "query", "_answer", "_check",
+               "_SealedAPI__answer"}
+
+    def __init__(self, ledger, classes=3, shape=(1, 8, 8), chunk=64, seed=0):
+        super().__init__("sealed", classes, shape, ledger, chunk)
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 16), nn.Tanh(), nn.Linear(16, classes))
+        self.__answer = lambda x: F.softmax(net(x), dim=1).detach()
+
+    def __getattribute__(self, item):
+        if item.startswith("__") or item in SealedAPI.ALLOWED:
+            return object.__getattribute__(self, item)
+        raise AssertionError(f"black-box rule broken: API attribute {item!r} was accessed")
+
+    def _answer(self, images):
+        with torch.no_grad():
+            return self.__answer(images)
+
+
+class WhiteBoxLinear(BlackBoxAPI):
+    def __init__(self, ledger, d=16, classes=4, seed=0):
+        super().__init__("wb", classes, (1, 4, 4), ledger, 4096)
+        self.w = torch.randn(d, classes, generator=torch.Generator().manual_seed(seed))
+
+    def differentiable_probs(self, x):
+        self.ledger.count(self.name, x.shape[0])
+        return F.softmax(x.flatten(1) @ self.w, dim=1)
+
+    def _answer(self, images):
+        return self.differentiable_probs(images).detach()
+
+
+def _true_grad(api, x, y):
+    x = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(x.flatten(1) @ api.w, y, reduction="sum")
+    return torch.autograd.grad(loss, x)[0]
+
+
+def _cosines(q, batch=256, seed=0):
+    api = WhiteBoxLinear(QueryLedger())
+    x = torch.rand(batch, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(batch) % 4
+    est = ZeroOrderGradient(q, 1e-4, torch.Generator().manual_seed(seed))
+    g, _, _ = est.estimate(api, x, lambda pts, p: ce_group_loss(pts, p, y))
+    return F.cosine_similarity(g.flatten(1).double(), _true_grad(api, x, y).flatten(1).double(), dim=1)
+
+
+def test_zero_order_cosine_rises_with_q_at_the_expected_order():
+    d = 16
+    means = {q: _cosines(q).mean().item() for q in (1, 4, 16, 64, 256)}
+    qs = sorted(means)
+    assert all(means[a] < means[b] for a, b in zip(qs, qs[1:]))
+    for q in (1, 4):  # q << d: E[cos] is of order sqrt(q / d)
+        assert 0.6 * math.sqrt(q / d) < means[q] < 1.4 * math.sqrt(q / d)
+    assert means[256] > 0.9
+    # golden values under fixed seeds (torch 2.14.1, CPU)
+    assert means[1] == pytest.approx(GOLDEN[1], abs=1e-4)
+    assert means[16] == pytest.approx(GOLDEN[16], abs=1e-4)
+
+
+GOLDEN = {1: 0.201492, 16: 0.725160}
+
+
+def test_exact_gradient_matches_autograd():
+    api = WhiteBoxLinear(QueryLedger())
+    x = torch.rand(8, 1, 4, 4)
+    y = torch.arange(8) % 4
+    g, loss, probs = ExactGradient().estimate(api, x, lambda pts, p: ce_group_loss(pts, p, y))
+    assert torch.allclose(g, _true_grad(api, x, y), atol=1e-6)
+    assert api.ledger.total == 8
+
+
+class PlainAPI(BlackBoxAPI):
+    def __init__(self):
+        super().__init__("plain", 3, (1, 8, 8), QueryLedger())
+
+    def _answer(self, images):
+        return torch.full((images.shape[0], 3), 1 / 3)
+
+
+def test_exact_gradient_refuses_a_black_box_api():
+    api = PlainAPI()
+    with pytest.raises(TypeError, match="needs a white-box API"):
+        ExactGradient().estimate(api, torch.rand(2, 1, 8, 8), lambda pts, p: p[..., 0])
+
+
+@pytest.mark.parametrize("q,chunk", [(3, 64), (5, 7), (4, 1000)])
+def test_inversion_counts_every_image_whatever_the_chunking(q, chunk):
+    ledger = QueryLedger()
+    api = SealedAPI(ledger, chunk=chunk)
+    per_class, steps = 4, CFG["steps"]
+    est = ZeroOrderGradient(q, 0.005, torch.Generator().manual_seed(0))
+    images, probs, state = invert_api(api, per_class, 1, 8, CFG, est, seed=0, device=torch.device("cpu"))
+    batch = api.num_classes * per_class
+    # (q+1) images per image per step, plus one final query of the recovered images
+    assert ledger.total == (q + 1) * batch * steps + batch
+    assert images.shape == (3, per_class, 1, 8, 8) and probs.shape == (3, per_class, 3)
+    assert len(state.history) == steps
+
+
+def test_inversion_raises_api_agreement_through_queries_only():
+    ledger = QueryLedger()
+    api = SealedAPI(ledger)
+    cfg = dict(CFG, steps=60, lr_generator=1e-2, lr_latent=5e-2)
+    est = ZeroOrderGradient(8, 0.005, torch.Generator().manual_seed(0))
+    _, _, state = invert_api(api, 8, 1, 8, cfg, est, seed=0, device=torch.device("cpu"))
+    first = sum(h["loss"] for h in state.history[:5]) / 5
+    last = sum(h["loss"] for h in state.history[-5:]) / 5
+    assert last < 0.7 * first
