@@ -37,9 +37,10 @@ def run(params: dict) -> None:
                              derive_seed(seed, "meta-init")).to(device)
     gen = torch.Generator().manual_seed(derive_seed(seed, "distill-sampler"))
     estimator = build_estimator(icfg, torch.Generator().manual_seed(derive_seed(seed, "distill-directions")))
-    sampler = BiDfTaskSampler(model, apis, bank, states, estimator, cfg, gen, device)
-    validate = val_scorer(model, data, params["apis"]["ways"], cfg["val_shots"], 15, cfg["val_episodes"],
-                          derive_seed(seed, "val-episodes"), cfg["inner_steps"], cfg["inner_lr"], 100, device)
+    sampler = BiDfTaskSampler(model, apis, bank, states, estimator, cfg, gen, device, icfg["tv_weight"])
+    validate = val_scorer(model, data, params["apis"]["ways"], cfg["val_shots"], cfg["val_query"], cfg["val_episodes"],
+                          derive_seed(seed, "val-episodes"), cfg["inner_steps"], cfg["inner_lr"], 100, device,
+                          "distill")
     trainer = MetaTrainer(model, cfg["inner_steps"], cfg["inner_lr"], cfg["outer_lr"], cfg["first_order"],
                           cfg["temperature"], validate)
     with timer() as t:

@@ -14,6 +14,7 @@ from dfml.api import QueryLedger, open_pool  # noqa: E402
 from dfml.cli import main  # noqa: E402
 from dfml.inversion.gradients import build_estimator  # noqa: E402
 from dfml.inversion.invert import invert_api  # noqa: E402
+from dfml.reporting.plots import image_grid_png  # noqa: E402
 from dfml.utils import derive_seed, read_json, resolve_device, seed_everything, timer, torch_save_atomic, write_json  # noqa: E402,E501
 
 
@@ -31,18 +32,22 @@ def run(params: dict) -> None:
     tmp = out.with_name(".bank.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    agree = []
+    agree, samples = [], []
     with timer() as t:
         for i, api in enumerate(tqdm(apis, desc="invert APIs", unit="api")):
             images, probs, state = invert_api(api, cfg["images_per_class"], meta["channels"], meta["image_size"],
                                               cfg, estimator, derive_seed(params["seed"], "invert", i), device)
             labels = torch.arange(api.num_classes).unsqueeze(1)
             agree.append((probs.argmax(-1) == labels).float().mean().item())
+            if i < 6:
+                samples.append(images)
             torch_save_atomic({"api": api.name, "images": images, "probs": probs, "state": state.state_dict(),
                                "history": state.history}, tmp / f"{api.name}.pt")
     write_json(tmp / "index.json", {"apis": [a.name for a in apis], "gradient": cfg["gradient"]})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+    image_grid_png(samples, Path("plots/invert_samples.png"),
+                   title=f"recovered images: one row per API ({len(samples)} of {len(apis)}), classes left to right")
     write_json(Path("metrics/invert.json"), {
         "gradient": cfg["gradient"], "api_images": ledger.total,
         "api_images_per_api": dict(sorted(ledger.per_api.items())),

@@ -20,8 +20,9 @@ def run(params: dict) -> None:
     data = load_prepared(Path("data/prepared"))
     ways = params["apis"]["ways"]
     model = build_meta_model("conv4", data.channels, ways, data.image_size, derive_seed(seed, "meta-init")).to(device)
-    validate = val_scorer(model, data, ways, cfg["val_shots"], 15, cfg["val_episodes"],
-                          derive_seed(seed, "val-episodes"), cfg["inner_steps"], cfg["inner_lr"], 100, device)
+    validate = val_scorer(model, data, ways, cfg["val_shots"], cfg["val_query"], cfg["val_episodes"],
+                          derive_seed(seed, "val-episodes"), cfg["inner_steps"], cfg["inner_lr"], 100, device,
+                          "maml_real")
     trainer = MetaTrainer(model, cfg["inner_steps"], cfg["inner_lr"], cfg["outer_lr"], cfg["first_order"], 1.0,
                           validate)
     tasks = real_task_sampler(data, ways, cfg["shots"], cfg["query_shots"], cfg["tasks_per_batch"],

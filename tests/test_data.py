@@ -88,7 +88,7 @@ def test_episode_sampler_rejects_impossible_requests(tmp_path):
     data = _prepared(tmp_path)
     with pytest.raises(ValueError, match="fewer than 5 ways"):
         sample_episodes(data, "val", 1, 5, 1, 1, 0)
-    with pytest.raises(ValueError, match="lower evaluate.query"):
+    with pytest.raises(ValueError, match="lower the shots or queries in params section `evaluate`"):
         sample_episodes(data, "val", 1, 2, 3, 4, 0)
 
 

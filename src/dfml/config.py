@@ -115,6 +115,7 @@ SCHEMA: dict[str, Any] = {
         "images_per_class": _int(2),
         "latent_dim": _int(1),
         "generator_width": _int(4),
+        "tv_weight": _num(0),
         "lr_generator": _pos(),
         "lr_latent": _pos(),
     },
@@ -136,6 +137,7 @@ SCHEMA: dict[str, Any] = {
         "val_every": _int(1),
         "val_episodes": _int(1),
         "val_shots": _int(1),
+        "val_query": _int(1),
     },
     "maml_real": {
         "iterations": _int(1),
@@ -149,6 +151,7 @@ SCHEMA: dict[str, Any] = {
         "val_every": _int(1),
         "val_episodes": _int(1),
         "val_shots": _int(1),
+        "val_query": _int(1),
     },
     "evaluate": {
         "models": _list_of(_choice("random", "maml_real", "bidf_mkd")),

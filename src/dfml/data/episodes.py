@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import ParamError
 from .prepared import Prepared
 
 
@@ -25,20 +26,21 @@ class EpisodeIndex:
 
 
 def sample_episodes(data: Prepared, split: str, episodes: int, ways: int, shots: int, queries: int,
-                    seed: int) -> EpisodeIndex:
+                    seed: int, keys: str = "evaluate") -> EpisodeIndex:
     """Draw `episodes` episodes from the classes of `split`, reproducibly from `seed`.
 
-    Raises ValueError when the split has fewer than `ways` classes or a class has
-    fewer than `shots + queries` images.
+    Raises ParamError (naming the params section `keys`) when the split has fewer
+    than `ways` classes or a class has fewer than `shots + queries` images.
     """
     classes = data.splits[split]
     if len(classes) < ways:
-        raise ValueError(f"{split} split has {len(classes)} classes, fewer than {ways} ways")
+        raise ParamError(f"{split} split has {len(classes)} classes, fewer than {ways} ways; "
+                         f"lower the ways or keep more classes (data.classes_per_split)")
     need = shots + queries
     small = [data.class_names[c] for c in classes if len(data.by_class[c]) < need]
     if small:
-        raise ValueError(f"{split} split: {len(small)} classes have fewer than shots+queries={need} images "
-                         f"(e.g. {small[0]!r}); lower evaluate.query")
+        raise ParamError(f"{split} split: {len(small)} classes have fewer than shots + queries = {need} images "
+                         f"(e.g. {small[0]!r}); lower the shots or queries in params section `{keys}`")
     gen = torch.Generator().manual_seed(seed)
     sup = torch.empty(episodes, ways * shots, dtype=torch.long)
     qry = torch.empty(episodes, ways * queries, dtype=torch.long)

@@ -50,7 +50,8 @@ def choose_lr(score: Callable[[float], float], grid: list[float]) -> tuple[float
 
 
 def val_scorer(model: nn.Module, data: Prepared, ways: int, shots: int, queries: int, episodes: int, seed: int,
-               steps: int, lr: float, batch: int, device: torch.device) -> Callable[[Params], float]:
+               steps: int, lr: float, batch: int, device: torch.device,
+               keys: str = "evaluate") -> Callable[[Params], float]:
     """A ``params -> mean meta-val accuracy`` function on fixed seeded val episodes (for checkpoint choice)."""
-    eps = sample_episodes(data, "val", episodes, ways, shots, queries, seed)
+    eps = sample_episodes(data, "val", episodes, ways, shots, queries, seed, keys)
     return lambda params: float(episode_accuracies(model, params, data, eps, lr, steps, batch, device).mean())

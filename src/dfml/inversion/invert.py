@@ -57,9 +57,19 @@ def load_state(sd: dict, cfg: dict, channels: int, image_size: int, device: torc
     return st
 
 
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation per image, ``[B, C, H, W] -> [B]`` (sum of absolute neighbour differences)."""
+    return ((x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).sum(1)
+            + (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).sum(1))
+
+
 def inversion_step(state: InversionState, api: BlackBoxAPI, estimator: GradientEstimator,
-                   loss_fn: GroupLoss, rows: torch.Tensor | None = None) -> dict:
+                   loss_fn: GroupLoss, rows: torch.Tensor | None = None, tv_weight: float = 0.0) -> dict:
     """One generator update; `rows` picks a subset of the latent codes (default all).
+
+    `tv_weight` adds a total-variation image prior (as in CAKE, Braun et al.) with
+    its exact gradient: it is a property of our own generator's output and sends
+    nothing to the API.
 
     Returns ``{"loss": mean loss at x, "acc": API top-1 agreement with the labels}``.
     """
@@ -69,6 +79,8 @@ def inversion_step(state: InversionState, api: BlackBoxAPI, estimator: GradientE
     x = state.generator(z)
     g, loss, probs = estimator.estimate(api, x, lambda pts, p: loss_fn(pts, p, y))
     surrogate = (x * g.detach()).flatten(1).sum(1).mean()
+    if tv_weight:
+        surrogate = surrogate + tv_weight * total_variation(x).mean()
     state.optimizer.zero_grad(set_to_none=True)
     surrogate.backward()
     state.optimizer.step()
@@ -99,7 +111,7 @@ def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int,
     """
     state = new_state(api.num_classes, per_class, channels, image_size, cfg, seed, device)
     for _ in range(cfg["steps"]):
-        state.history.append(inversion_step(state, api, estimator, ce_group_loss))
+        state.history.append(inversion_step(state, api, estimator, ce_group_loss, tv_weight=cfg["tv_weight"]))
     x, probs = render(state, api)
     n = api.num_classes
     return x.view(n, per_class, *x.shape[1:]).cpu(), probs.view(n, per_class, n).cpu(), state

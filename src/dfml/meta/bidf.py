@@ -64,10 +64,12 @@ class BiDfTaskSampler:
     Args:
         apis: the pool (query interface only). bank: per API ``{"images": [N, n, C, H, W],
         "probs": [N, n, N]}``. states: per API inversion state (for boundary queries).
+        tv_weight: the inversion's image prior, kept for boundary re-inversion.
     """
 
     def __init__(self, model: nn.Module, apis: list[BlackBoxAPI], bank: list[dict], states: list[InversionState],
-                 estimator: GradientEstimator, cfg: dict, gen: torch.Generator, device: torch.device):
+                 estimator: GradientEstimator, cfg: dict, gen: torch.Generator, device: torch.device,
+                 tv_weight: float = 0.0):
         self.model, self.apis, self.bank, self.states = model, apis, bank, states
         self.estimator, self.cfg, self.gen, self.device = estimator, cfg, gen, device
         self.memory = TaskMemory(cfg["memory_size"], gen)
@@ -75,6 +77,7 @@ class BiDfTaskSampler:
             for c in range(entry["images"].shape[0]):
                 self.memory.add(a, c, entry["images"][c])
         self.ways = bank[0]["images"].shape[0]
+        self.tv_weight = tv_weight
 
     def __call__(self, it: int) -> list[Task]:
         tasks = [self.api_task(it) for _ in range(self.cfg["tasks_per_batch"])]
@@ -114,7 +117,7 @@ class BiDfTaskSampler:
         state = self.states[a]
         qrows = qrows.to(self.device)
         for _ in range(self.cfg["boundary_steps"]):
-            inversion_step(state, self.apis[a], self.estimator, loss_fn, rows=qrows)
+            inversion_step(state, self.apis[a], self.estimator, loss_fn, rows=qrows, tv_weight=self.tv_weight)
         x, p = render(state, self.apis[a], rows=qrows)
         y = state.labels[qrows]
         for c in range(self.ways):

@@ -17,7 +17,7 @@ def real_task_sampler(data: Prepared, ways: int, shots: int, query_shots: int, t
     shape = data.images.shape[1:]
 
     def make(it: int) -> list[Task]:
-        eps = sample_episodes(data, "train", tasks, ways, shots, query_shots, seed * 1_000_003 + it)
+        eps = sample_episodes(data, "train", tasks, ways, shots, query_shots, seed * 1_000_003 + it, "maml_real")
         out = []
         for e in range(tasks):
             xs = data.images[eps.support[e]].view(-1, *shape).to(device)

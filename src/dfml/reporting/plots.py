@@ -58,3 +58,28 @@ def eval_bars_png(results: dict, path: Path) -> None:
     lo = min(results[m][s]["acc"] for m in models for s in shots)
     ax.set_ylim(max(0, lo - 15), 100)
     save_png(fig, path)
+
+
+def image_grid_png(images: list, path: Path, per_class: int = 6, title: str = "") -> None:
+    """One row per API: `per_class` recovered images of each class side by side.
+
+    Args:
+        images: per API a tensor ``[N, n, C, H, W]`` in ``[0, 1]``.
+    """
+    import torch
+
+    rows = []
+    for im in images:
+        k = min(per_class, im.shape[1])
+        tiles = im[:, :k]  # [N, k, C, H, W]
+        row = torch.cat([torch.cat(list(tiles[c]), dim=-1) for c in range(tiles.shape[0])], dim=-1)  # [C, H, N*k*W]
+        rows.append(row)
+    grid = torch.cat(rows, dim=-2)
+    fig, ax = plt.subplots(figsize=(min(16, grid.shape[-1] / 40), max(1.5, grid.shape[-2] / 40)))
+    if grid.shape[0] == 1:
+        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    save_png(fig, path)

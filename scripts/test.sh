@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything into .venv and run the whole test suite (unit tests and the end-to-end dvc repro).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export DVC_NO_ANALYTICS=1
+.venv/bin/python -m pytest -q --durations=10 "$@"
