@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DVC_NO_ANALYTICS=1
+export PATH="$PWD/.venv/bin:$PATH"  # stage commands call `python`: the venv's
 .venv/bin/python -m pytest -q --durations=10 "$@"

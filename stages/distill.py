@@ -12,7 +12,7 @@ from dfml.cli import main  # noqa: E402
 from dfml.data.prepared import load_prepared  # noqa: E402
 from dfml.evaluation.episodic import val_scorer  # noqa: E402
 from dfml.inversion.gradients import build_estimator  # noqa: E402
-from dfml.inversion.invert import load_state  # noqa: E402
+from dfml.inversion.invert import ImagePrior, load_state  # noqa: E402
 from dfml.meta.bidf import BiDfTaskSampler  # noqa: E402
 from dfml.meta.runs import build_meta_model, save_run  # noqa: E402
 from dfml.meta.trainer import MetaTrainer  # noqa: E402
@@ -37,7 +37,8 @@ def run(params: dict) -> None:
                              derive_seed(seed, "meta-init")).to(device)
     gen = torch.Generator().manual_seed(derive_seed(seed, "distill-sampler"))
     estimator = build_estimator(icfg, torch.Generator().manual_seed(derive_seed(seed, "distill-directions")))
-    sampler = BiDfTaskSampler(model, apis, bank, states, estimator, cfg, gen, device, icfg["tv_weight"])
+    sampler = BiDfTaskSampler(model, apis, bank, states, estimator, cfg, gen, device,
+                              ImagePrior.from_cfg(icfg))
     validate = val_scorer(model, data, params["apis"]["ways"], cfg["val_shots"], cfg["val_query"], cfg["val_episodes"],
                           derive_seed(seed, "val-episodes"), cfg["inner_steps"], cfg["inner_lr"], 100, device,
                           "distill")

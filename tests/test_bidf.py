@@ -9,7 +9,8 @@ from dfml.meta.trainer import MetaTrainer
 from test_inversion import CFG, SealedAPI
 
 DCFG = {"tasks_per_batch": 2, "memory_tasks": 1, "support_shots": 2, "query_shots": 2, "boundary_lambda": 1.0,
-        "boundary_after": 1, "boundary_steps": 2, "memory_size": 6, "temperature": 2.0}
+        "boundary_after": 1, "boundary_steps": 2, "memory_size": 6, "temperature": 2.0,
+        "augment": True}
 
 
 def _setup(q=3):
@@ -53,3 +54,27 @@ def test_task_memory_ring_keeps_latest():
     mem.add(0, 1, torch.tensor([[9.0]]))
     assert 9.0 in mem.slots[(0, 1)].flatten().tolist() and 2.0 not in mem.slots[(0, 1)].flatten().tolist()
     assert mem.sample((0, 1), 5).shape == (5, 1)
+
+
+def _one_run():
+    ledger, model, sampler = _setup(q=2)
+    trainer = MetaTrainer(model, 1, 0.1, 1e-2, True, 1.0, validate=lambda p: 0.0)
+    losses = [trainer.step(sampler(it)) for it in (1, 2, 3)]
+    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}, ledger.total
+
+
+def test_same_seeds_give_identical_runs_on_cpu():
+    a, b = _one_run(), _one_run()
+    assert a[0] == b[0] and a[2] == b[2]
+    assert all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+
+
+def test_random_affine_keeps_shape_and_identity_at_zero():
+    from dfml.meta.augment import random_affine
+
+    x = torch.rand(4, 1, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    same = random_affine(x, gen, max_rot_deg=0.0, max_shift=0.0, scale=(1.0, 1.0))
+    assert torch.allclose(same, x, atol=1e-5)
+    moved = random_affine(x, gen)
+    assert moved.shape == x.shape and not torch.allclose(moved, x)

@@ -9,7 +9,8 @@ from dfml.api.base import BlackBoxAPI, QueryLedger
 from dfml.inversion.gradients import ExactGradient, ZeroOrderGradient
 from dfml.inversion.invert import ce_group_loss, invert_api
 
-CFG = {"latent_dim": 8, "generator_width": 8, "lr_generator": 1e-3, "lr_latent": 1e-2, "steps": 3, "tv_weight": 0.0}
+CFG = {"latent_dim": 8, "generator_width": 8, "lr_generator": 1e-3, "lr_latent": 1e-2, "steps": 3, "tv_weight": 0.0,
+       "l2_weight": 0.0}
 
 
 class SealedAPI(BlackBoxAPI):

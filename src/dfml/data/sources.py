@@ -8,11 +8,17 @@ Split lists are facts shipped with the package (``dfml/data/splits``).
 from __future__ import annotations
 
 import io
+import os
+import pickle
+import re
+import tarfile
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -170,13 +176,6 @@ def add_rotations(ds: RawDataset) -> RawDataset:
 # --------------------------------------------------------------------------- #
 # RGB sources: CIFAR-FS, CUB-200-2011, MiniImageNet and a user folder of classes.
 # --------------------------------------------------------------------------- #
-
-import os  # noqa: E402
-import pickle  # noqa: E402
-import re  # noqa: E402
-import tarfile  # noqa: E402
-import zlib  # noqa: E402
-from typing import Callable, Iterator  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _WNID = re.compile(r"^n\d{8}$")

@@ -63,13 +63,36 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
             + (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).sum(1))
 
 
+@dataclass(frozen=True)
+class ImagePrior:
+    """Data-free image prior ``tv * TV(x) + l2 * ||x||^2`` per image, ``[B, C, H, W] -> [B]``.
+
+    The prior of DeepInversion (Yin et al., CVPR 2020), also used by CAKE (Braun
+    et al.). It is a property of our own generator's output, so its gradient is
+    exact and it sends nothing to the API.
+    """
+
+    tv: float = 0.0
+    l2: float = 0.0
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> "ImagePrior":
+        return cls(cfg["tv_weight"], cfg["l2_weight"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(x.shape[0])
+        if self.tv:
+            out = out + self.tv * total_variation(x)
+        if self.l2:
+            out = out + self.l2 * x.pow(2).flatten(1).sum(1)
+        return out
+
+
 def inversion_step(state: InversionState, api: BlackBoxAPI, estimator: GradientEstimator,
-                   loss_fn: GroupLoss, rows: torch.Tensor | None = None, tv_weight: float = 0.0) -> dict:
+                   loss_fn: GroupLoss, rows: torch.Tensor | None = None, prior: ImagePrior = ImagePrior()) -> dict:
     """One generator update; `rows` picks a subset of the latent codes (default all).
 
-    `tv_weight` adds a total-variation image prior (as in CAKE, Braun et al.) with
-    its exact gradient: it is a property of our own generator's output and sends
-    nothing to the API.
+    `prior` adds a data-free image prior with its exact gradient (no API cost).
 
     Returns ``{"loss": mean loss at x, "acc": API top-1 agreement with the labels}``.
     """
@@ -79,8 +102,8 @@ def inversion_step(state: InversionState, api: BlackBoxAPI, estimator: GradientE
     x = state.generator(z)
     g, loss, probs = estimator.estimate(api, x, lambda pts, p: loss_fn(pts, p, y))
     surrogate = (x * g.detach()).flatten(1).sum(1).mean()
-    if tv_weight:
-        surrogate = surrogate + tv_weight * total_variation(x).mean()
+    if prior.tv or prior.l2:
+        surrogate = surrogate + prior(x).mean()
     state.optimizer.zero_grad(set_to_none=True)
     surrogate.backward()
     state.optimizer.step()
@@ -111,7 +134,7 @@ def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int,
     """
     state = new_state(api.num_classes, per_class, channels, image_size, cfg, seed, device)
     for _ in range(cfg["steps"]):
-        state.history.append(inversion_step(state, api, estimator, ce_group_loss, tv_weight=cfg["tv_weight"]))
+        state.history.append(inversion_step(state, api, estimator, ce_group_loss, prior=ImagePrior.from_cfg(cfg)))
     x, probs = render(state, api)
     n = api.num_classes
     return x.view(n, per_class, *x.shape[1:]).cpu(), probs.view(n, per_class, n).cpu(), state

@@ -11,7 +11,8 @@ memory-replay tasks and takes one outer step on the mean of their losses:
   ``boundary_after``) or boundary queries re-inverted online with the adapted
   weights (after); outer loss ``KD(F(Q; theta_i), A_i(Q))``.
 * Memory task: N (API, class) slots drawn across the whole memory (interpolated
-  tasks), labels = slot position, MAML cross-entropy inside and outside.
+  tasks), labels = slot position, MAML cross-entropy inside and outside; with
+  ``augment`` its images get random small affine deformations (no API cost).
 
 All API images sent here (boundary queries) are counted by the ledger.
 """
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import vmap
 
 from ..api.base import BlackBoxAPI
 from ..inversion.gradients import GradientEstimator
-from ..inversion.invert import InversionState, inversion_step, render
-from ..meta.functional import Params, forward
+from ..inversion.invert import ImagePrior, InversionState, inversion_step, render
+from ..meta.functional import Params, forward_groups
+from .augment import random_affine
 from .losses import boundary_loss
 from .trainer import Task
 
@@ -64,12 +65,12 @@ class BiDfTaskSampler:
     Args:
         apis: the pool (query interface only). bank: per API ``{"images": [N, n, C, H, W],
         "probs": [N, n, N]}``. states: per API inversion state (for boundary queries).
-        tv_weight: the inversion's image prior, kept for boundary re-inversion.
+        prior: the inversion's image prior, kept for boundary re-inversion.
     """
 
     def __init__(self, model: nn.Module, apis: list[BlackBoxAPI], bank: list[dict], states: list[InversionState],
                  estimator: GradientEstimator, cfg: dict, gen: torch.Generator, device: torch.device,
-                 tv_weight: float = 0.0):
+                 prior: ImagePrior = ImagePrior()):
         self.model, self.apis, self.bank, self.states = model, apis, bank, states
         self.estimator, self.cfg, self.gen, self.device = estimator, cfg, gen, device
         self.memory = TaskMemory(cfg["memory_size"], gen)
@@ -77,7 +78,7 @@ class BiDfTaskSampler:
             for c in range(entry["images"].shape[0]):
                 self.memory.add(a, c, entry["images"][c])
         self.ways = bank[0]["images"].shape[0]
-        self.tv_weight = tv_weight
+        self.prior = prior
 
     def __call__(self, it: int) -> list[Task]:
         tasks = [self.api_task(it) for _ in range(self.cfg["tasks_per_batch"])]
@@ -111,13 +112,13 @@ class BiDfTaskSampler:
         lam, temp = self.cfg["boundary_lambda"], self.cfg["temperature"]
 
         def loss_fn(pts, probs, y):
-            student = vmap(lambda xx: forward(self.model, fast, xx))(pts)
+            student = forward_groups(self.model, fast, pts)
             return boundary_loss(probs, student, y, lam, temp)
 
         state = self.states[a]
         qrows = qrows.to(self.device)
         for _ in range(self.cfg["boundary_steps"]):
-            inversion_step(state, self.apis[a], self.estimator, loss_fn, rows=qrows, tv_weight=self.tv_weight)
+            inversion_step(state, self.apis[a], self.estimator, loss_fn, rows=qrows, prior=self.prior)
         x, p = render(state, self.apis[a], rows=qrows)
         y = state.labels[qrows]
         for c in range(self.ways):
@@ -131,6 +132,8 @@ class BiDfTaskSampler:
         sets = [self.memory.sample(keys[i], ks + kq) for i in chosen]
         xs = torch.cat([s[:ks] for s in sets]).to(self.device)
         xq = torch.cat([s[ks:] for s in sets]).to(self.device)
+        if self.cfg["augment"]:
+            xs, xq = random_affine(xs, self.gen), random_affine(xq, self.gen)
         ys = torch.arange(self.ways, device=self.device).repeat_interleave(ks)
         yq = torch.arange(self.ways, device=self.device).repeat_interleave(kq)
         return Task(xs, ys, (xq, yq), "ce")

@@ -67,3 +67,13 @@ def adapt_and_predict_batched(model: nn.Module, params: Params, xs: torch.Tensor
     if xs.device.type == "cuda":
         return vmap(one, in_dims=(None, 0, 0, 0))(params, xs, ys, xq)
     return torch.stack([one(params, xs[e], ys[e], xq[e]) for e in range(xs.shape[0])])
+
+
+def forward_groups(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """``[G, B, C, H, W] -> [G, B, N]``: each group is its own batch (its own BN statistics).
+
+    vmap on CUDA; a loop over groups on CPU, where vmapped convolutions are slower.
+    """
+    if x.device.type == "cuda":
+        return vmap(lambda xx: functional_call(model, params, (xx,)))(x)
+    return torch.stack([functional_call(model, params, (xx,)) for xx in x])
