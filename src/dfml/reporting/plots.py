@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -38,7 +39,8 @@ def training_curve_png(df: pd.DataFrame, title: str, path: Path) -> None:
     if has_api:
         ax2 = axes[0, 1]
         ax2.plot(df["api_images"], df["val_acc"], marker="o", color="tab:red")
-        ax2.set_xscale("log"); ax2.set_xlabel("cumulative API images (invert + distill)")
+        ax2.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1e3:,.0f}k"))
+        ax2.set_xlabel("cumulative API images (invert + distill)")
         ax2.set_ylabel("meta-val accuracy (%)"); ax2.grid(alpha=.3)
     save_png(fig, path)
 
