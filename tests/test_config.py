@@ -55,3 +55,16 @@ def test_load_params_rejects_broken_yaml(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(ParamError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_torch_save_atomic_is_byte_stable(tmp_path):
+    import torch
+
+    from dfml.utils import torch_save_atomic
+
+    obj = {"w": torch.arange(6.0).view(2, 3), "name": "api_000"}
+    torch_save_atomic(obj, tmp_path / "a.pt")
+    torch_save_atomic(obj, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt")["w"], obj["w"])
+    assert not list(tmp_path.glob(".*.tmp"))
