@@ -24,10 +24,6 @@ class GradientEstimator(ABC):
     def estimate(self, api: BlackBoxAPI, x: torch.Tensor, loss_fn: GroupLoss):
         ...
 
-    def images_per_step(self, batch: int) -> int:
-        """API images one estimate costs for a batch of `batch` images."""
-        return batch
-
 
 class ZeroOrderGradient(GradientEstimator):
     """Forward differences over random unit-sphere directions (BiDf-MKD Eq. 4; DFME, Truong et al. 2021).
@@ -43,9 +39,6 @@ class ZeroOrderGradient(GradientEstimator):
 
     def __init__(self, q: int, mu: float, generator: torch.Generator):
         self.q, self.mu, self.gen = q, mu, generator
-
-    def images_per_step(self, batch: int) -> int:
-        return (self.q + 1) * batch
 
     def estimate(self, api, x, loss_fn):
         x = x.detach()

@@ -85,7 +85,7 @@ class BiDfTaskSampler:
         tasks += [self.memory_task() for _ in range(self.cfg["memory_tasks"])]
         return tasks
 
-    def _pick(self, a: int, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    def _pick(self, a: int, k: int) -> torch.Tensor:
         """Per class, k image positions of API a's bank: ``[N, k]``."""
         n = self.bank[a]["images"].shape[1]
         return torch.stack([torch.randperm(n, generator=self.gen)[:k] for _ in range(self.ways)])
