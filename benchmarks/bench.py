@@ -1,6 +1,7 @@
 """Throughput benchmark: prints JSON figures for the current device (not a test).
 
     python benchmarks/bench.py [--device auto] [--seconds 20]
+    python benchmarks/bench.py --http [--pool models/apis]    # HTTP vs in-process only
 
 Measures, at fixed settings (Omniglot shape 1x28x28, 5-way, Conv4 APIs with
 random weights, default inversion and distillation settings from params.yaml):
@@ -9,21 +10,37 @@ random weights, default inversion and distillation settings from params.yaml):
 - BiDf-MKD meta-iterations/s, warm-up (bank queries) and with boundary queries,
 - MAML (real-data style, CE tasks) meta-iterations/s,
 - episodes/s of evaluation adaptation (5-way 5-shot, 15 queries, evaluate.adapt_steps).
+
+With --http it measures only the HTTP backend against the in-process one, over the
+trained pool (--pool): per answer mode it starts `python -m dfml serve` on a free
+loopback port with a random DFML_API_TOKEN, waits until `GET /v1/apis` answers, and
+times `query` of the same 6,000 seeded images in [0, 1] (chunks of 1024, after a
+warm-up call) in-process and through `open_http_pool`; the server is always stopped.
+The server and this process share the machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import requests
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from dfml.api.answers import AnswerSettings  # noqa: E402
 from dfml.api.base import BlackBoxAPI, QueryLedger  # noqa: E402
+from dfml.api.http import TOKEN_ENV, open_http_pool  # noqa: E402
+from dfml.api.inprocess import open_pool  # noqa: E402
 from dfml.config import load_params  # noqa: E402
 from dfml.meta.functional import adapt_and_predict_batched  # noqa: E402
 from dfml.inversion.gradients import build_estimator  # noqa: E402
@@ -56,11 +73,92 @@ def rate(fn, seconds: float, sync) -> tuple[float, int]:
     return n / (time.perf_counter() - start), n
 
 
+ROOT = Path(__file__).resolve().parents[1]
+HTTP_IMAGES, HTTP_CHUNK, HTTP_MODES = 6000, 1024, ("probs", "label")
+READY_TIMEOUT = 120.0  # seconds for `dfml serve` to load the pool and answer GET /v1/apis
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(pool: Path, mode: str, device: str, token: str, log) -> tuple[subprocess.Popen, str]:
+    """`python -m dfml serve` on a free loopback port; returns the process and its base URL once it answers."""
+    port = free_port()
+    env = dict(os.environ, **{TOKEN_ENV: token},
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "dfml", "serve", "--pool", str(pool.resolve()),
+                             "--host", "127.0.0.1", "--port", str(port), "--answer", mode,
+                             "--max-batch", str(HTTP_CHUNK), "--device", device],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc, ""
+        try:
+            if requests.get(f"{url}/v1/apis", headers={"Authorization": f"Bearer {token}"}, timeout=2).ok:
+                return proc, url
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    return proc, ""
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def http_vs_inprocess(pool: Path, device: str, dev: torch.device, seconds: float, sync) -> dict:
+    """API images/s of `query` in-process and over HTTP, per answer mode, on the same batch."""
+    if not (pool / "pool.json").is_file():
+        raise SystemExit(f"{pool / 'pool.json'}: no trained API pool; --http needs one (dvc repro pretrain)")
+    images = torch.rand(HTTP_IMAGES, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    token = secrets.token_hex(16)
+    os.environ[TOKEN_ENV] = token  # read by open_http_pool
+    out = {"pool": str(pool), "images": HTTP_IMAGES, "chunk": HTTP_CHUNK}
+    for mode in HTTP_MODES:
+        local = open_pool(pool, QueryLedger(), dev, HTTP_CHUNK, answer=AnswerSettings(mode))[0]
+        if tuple(local.input_shape) != tuple(images.shape[1:]):
+            raise SystemExit(f"API {local.name} takes {list(local.input_shape)} images, the benchmark sends "
+                             f"{list(images.shape[1:])}")
+        with tempfile.TemporaryFile("w+") as log:
+            proc, url = start_server(pool, mode, device, token, log)
+            try:
+                if not url:
+                    log.seek(0)
+                    tail = log.read()[-2000:]
+                    state = f"exited with code {proc.returncode}" if proc.poll() is not None else \
+                        f"did not answer within {READY_TIMEOUT:.0f} s"
+                    raise SystemExit(f"dfml serve {state}; its output ends:\n{tail}")
+                remote = {a.name: a for a in open_http_pool(url, QueryLedger(), HTTP_CHUNK, answer=mode)}[local.name]
+                r_local, _ = rate(lambda: local.query(images), seconds, sync)
+                r_http, _ = rate(lambda: remote.query(images), seconds, sync)
+                same = torch.equal(local.query(images).cpu(), remote.query(images).cpu())
+            finally:
+                stop_server(proc)
+        out[mode] = {"api": local.name, "inprocess_images_per_s": round(r_local * HTTP_IMAGES, 1),
+                     "http_images_per_s": round(r_http * HTTP_IMAGES, 1),
+                     "http_overhead_factor": round(r_local / r_http, 2), "answers_identical": same}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seconds", type=float, default=15.0, help="time per measurement")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--http", action="store_true",
+                    help="measure only the HTTP backend (a `dfml serve` process) against the in-process one")
+    ap.add_argument("--pool", type=Path, default=Path("models/apis"), help="trained API pool served with --http")
     args = ap.parse_args()
     p = load_params(args.params)
     dev = resolve_device(args.device)
@@ -73,6 +171,10 @@ def main() -> None:
                         "generator_width": icfg["generator_width"], "tasks_per_batch": dcfg["tasks_per_batch"],
                         "memory_tasks": dcfg["memory_tasks"], "inner_steps": dcfg["inner_steps"],
                         "boundary_steps": dcfg["boundary_steps"], "adapt_steps": p["evaluate"]["adapt_steps"]}}
+    if args.http:
+        out["http_vs_inprocess"] = http_vs_inprocess(args.pool, args.device, dev, args.seconds, sync)
+        print(json.dumps(out, indent=2))
+        return
 
     x = torch.rand(1024, 1, 28, 28, device=dev)
     r, _ = rate(lambda: apis[0].query(x), args.seconds, sync)
