@@ -10,12 +10,12 @@ from test_inversion import CFG, SealedAPI
 
 DCFG = {"tasks_per_batch": 2, "memory_tasks": 1, "support_shots": 2, "query_shots": 2, "boundary_lambda": 1.0,
         "boundary_after": 1, "boundary_steps": 2, "memory_size": 6, "temperature": 2.0,
-        "augment": True}
+        "augment": True, "permute_classes": True}
 
 
 def _setup(q=3):
     ledger = QueryLedger()
-    apis = [SealedAPI(ledger, shape=(1, 16, 16), seed=s) for s in range(2)]
+    apis = [SealedAPI(ledger, shape=(1, 16, 16), seed=s, gain=30.0) for s in range(2)]
     est = ZeroOrderGradient(q, 0.005, torch.Generator().manual_seed(0))
     bank, states = [], []
     for i, api in enumerate(apis):
@@ -78,3 +78,30 @@ def test_random_affine_keeps_shape_and_identity_at_zero():
     assert torch.allclose(same, x, atol=1e-5)
     moved = random_affine(x, gen)
     assert moved.shape == x.shape and not torch.allclose(moved, x)
+
+
+def test_api_tasks_put_classes_in_a_random_order_per_task():
+    _, _, sampler = _setup()
+    orders = set()
+    for _ in range(12):
+        task = sampler.api_task(0)
+        probs = torch.cat([sampler.bank[a]["probs"].flatten(0, 1) for a in range(len(sampler.bank))])
+        # each target row is some bank row with its columns permuted, the same permutation for the whole task
+        perms = []
+        for row in task.support_target:
+            match = (probs.sort(1).values - row.sort().values).abs().sum(1).argmin()
+            perms.append(tuple(int((probs[match] == v).nonzero()[0]) for v in row))
+        assert len(set(perms)) == 1
+        orders.add(perms[0])
+    assert len(orders) > 1
+
+
+def test_memory_files_images_under_the_class_the_api_answered():
+    _, _, sampler = _setup()
+    sampler.memory = TaskMemory(8, torch.Generator().manual_seed(0))
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 16, 16)
+    probs = torch.tensor([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.6, 0.2]])
+    sampler.remember(1, images, probs)
+    assert sampler.memory.keys() == [(1, 0), (1, 1), (1, 2)]
+    assert sampler.memory.fill[(1, 1)] == 2 and sampler.memory.slots[(1, 1)][:2, 0, 0, 0].tolist() == [0.0, 3.0]
+    assert sampler.memory.slots[(1, 0)][0, 0, 0, 0] == 1.0

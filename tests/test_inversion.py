@@ -10,7 +10,7 @@ from dfml.inversion.gradients import ExactGradient, ZeroOrderGradient
 from dfml.inversion.invert import ce_group_loss, invert_api
 
 CFG = {"latent_dim": 8, "generator_width": 8, "lr_generator": 1e-3, "lr_latent": 1e-2, "steps": 3, "tv_weight": 0.0,
-       "l2_weight": 0.0}
+       "l2_weight": 0.0, "l1_weight": 0.0}
 
 
 class SealedAPI(BlackBoxAPI):
@@ -19,11 +19,12 @@ class SealedAPI(BlackBoxAPI):
     ALLOWED = {"name", "num_classes", "input_shape", "ledger", "chunk", "query", "_answer", "_check",
                "_SealedAPI__answer"}
 
-    def __init__(self, ledger, classes=3, shape=(1, 8, 8), chunk=64, seed=0):
+    def __init__(self, ledger, classes=3, shape=(1, 8, 8), chunk=64, seed=0, gain=1.0):
         super().__init__("sealed", classes, shape, ledger, chunk)
         torch.manual_seed(seed)
         net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 16), nn.Tanh(), nn.Linear(16, classes))
-        self.__answer = lambda x: F.softmax(net(x), dim=1).detach()
+        # gain > 1: answers that change with small image differences
+        self.__answer = lambda x: F.softmax(net((x - 0.5) * gain), dim=1).detach()
 
     def __getattribute__(self, item):
         if item.startswith("__") or item in SealedAPI.ALLOWED:

@@ -1,7 +1,9 @@
 """End to end: the real `dvc repro` on a tiny config in a temporary git repo (needs the Omniglot archives)."""
 
+import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +23,13 @@ TINY = {
                 "val_query": 3},
     "maml_real": {"iterations": 4, "tasks_per_batch": 2, "inner_steps": 1, "shots": 2, "query_shots": 2,
                   "val_every": 2, "val_episodes": 4, "val_query": 3},
+    "baselines": {"best_api": {"steps": 3, "batch_size": 8}, "single_dfkd": {"steps": 3, "batch_size": 8},
+                  "distill_avg": {"steps": 2, "batch_size": 8}},
     "evaluate": {"shots": [1, 2], "query": 3, "episodes": 10, "val_episodes": 4, "adapt_steps": 2,
                  "lr_grid": [0.1, 0.3]},
 }
+MODELS = ["random", "maml_real", "bidf_mkd", "best_api", "single_dfkd", "distill_avg"]
+BASELINES = ["best_api", "single_dfkd", "distill_avg"]
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -40,17 +46,57 @@ def _mirror() -> Path | None:
     return None
 
 
+def _stages_run(out: str) -> set[str]:
+    """The stages dvc printed as running."""
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def _assert_ran(out: str, expected: set[str]) -> None:
+    """Exactly `expected` ran, plus `report` (which reruns whenever metrics/eval.json changes)."""
+    ran = _stages_run(out)
+    assert expected <= ran <= expected | {"report"}, f"ran {sorted(ran)}, expected {sorted(expected)}"
+
+
+def _changed_by(repo: Path, env: dict, override: dict) -> set[str]:
+    """The stages `dvc status` finds changed once params.yaml takes `override` (params.yaml restored after)."""
+    path = repo / "params.yaml"
+    saved = path.read_text()
+    path.write_text(yaml.safe_dump(_merge(yaml.safe_load(saved), override), sort_keys=False))
+    try:
+        return set(json.loads(_run(DVC + ["status", "--json"], repo, env)))
+    finally:
+        path.write_text(saved)
+
+
 def _run(cmd, cwd, env):
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout + out.stderr
 
 
-@pytest.mark.slow
-def test_dvc_repro_tiny_chain(tmp_path):
+def tiny_params(*overrides: dict) -> dict:
+    """The repository's params.yaml with :data:`TINY` and then each of `overrides` merged in."""
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), copy.deepcopy(TINY))
+    for over in overrides:
+        params = _merge(params, copy.deepcopy(over))
+    return params
+
+
+def tiny_env(tmp_path: Path, **extra: str) -> dict:
+    """Environment for stage and dvc subprocesses: data mirror, DVC site cache under `tmp_path`, the venv's
+    python first on PATH, a git identity; plus `extra`."""
     mirror = _mirror()
     if mirror is None:
         pytest.fail("Omniglot archives not found: set DFML_DATA_MIRROR to a folder with omniglot/images_*.zip")
+    return dict(os.environ, DFML_DATA_MIRROR=str(mirror), DVC_SITE_CACHE_DIR=str(tmp_path / "site-cache"),
+                DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+                **extra)
+
+
+def make_tiny_repo(tmp_path: Path, params: dict | None = None, **extra_env: str) -> tuple[Path, dict]:
+    """A temporary git repo (committed) with the project's code and `params` (default: :func:`tiny_params`):
+    ``(repo, env)``."""
     repo = tmp_path / "repo"
     keep = ["pyproject.toml", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", "stages"]
     repo.mkdir()
@@ -61,22 +107,27 @@ def test_dvc_repro_tiny_chain(tmp_path):
     (repo / ".dvc").mkdir()
     shutil.copy2(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     shutil.copy2(ROOT / ".dvc" / ".gitignore", repo / ".dvc" / ".gitignore")
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    env = dict(os.environ, DFML_DATA_MIRROR=str(mirror), DVC_SITE_CACHE_DIR=str(tmp_path / "site-cache"),
-               DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    dvc = [sys.executable, "-m", "dvc"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params or tiny_params(), sort_keys=False))
+    env = tiny_env(tmp_path, **extra_env)
     _run(["git", "init", "-q", "-b", "main"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny"], repo, env)
+    return repo, env
+
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+@pytest.mark.slow
+def test_dvc_repro_tiny_chain(tmp_path):
+    repo, env = make_tiny_repo(tmp_path, OMP_NUM_THREADS="1")  # tiny tensors: threads only contend
+    dvc = DVC
     _run(dvc + ["repro"], repo, env)
 
     shown = json.loads(_run(dvc + ["metrics", "show", "--json"], repo, env))
     metrics = next(iter(shown.values()))["data"]
     ev = metrics["metrics/eval.json"]["data"]
-    assert set(ev) == {"random", "maml_real", "bidf_mkd"}
+    assert list(ev) == MODELS
     for model in ev.values():
         for shot in ("1shot", "2shot"):
             assert 0.0 <= model[shot]["acc"] <= 100.0 and model[shot]["ci95"] >= 0.0
@@ -84,24 +135,35 @@ def test_dvc_repro_tiny_chain(tmp_path):
     assert inv["api_images"] == 3 * ((2 + 1) * 5 * 4 * 3 + 5 * 4)  # APIs * ((q+1) * batch * steps + batch)
     dist = metrics["metrics/distill.json"]["data"]
     assert dist["api_images_total"] == inv["api_images"] + dist["api_images_distill"] > inv["api_images"]
+    # what each model's training cost: API images and seconds, inversion included
+    assert ev["random"]["api_images"] == ev["maml_real"]["api_images"] == 0 == ev["random"]["seconds"]
+    assert ev["bidf_mkd"]["api_images"] == dist["api_images_total"]
+    assert ev["bidf_mkd"]["seconds"] == pytest.approx(inv["seconds"] + dist["seconds"], abs=0.02)
+    assert ev["best_api"]["api_images"] == inv["api_images"] // 3
+    assert ev["single_dfkd"]["api_images"] == ev["distill_avg"]["api_images"] == inv["api_images"]
+    for name in BASELINES:
+        own = metrics[f"metrics/{name}.json"]["data"]
+        assert own["steps"] == TINY["baselines"][name]["steps"] and own["final_loss"] >= 0
+        assert ev[name]["seconds"] == pytest.approx(inv["seconds"] + own["seconds"], abs=0.02)
     episodes = (repo / "plots" / "episodes.csv").read_text().splitlines()
-    assert len(episodes) == 1 + 3 * 2 * 10
+    assert len(episodes) == 1 + len(MODELS) * 2 * 10
+    assert "| `distill_avg` |" in (repo / "plots" / "summary.md").read_text()
 
     # nothing changed: nothing runs
     assert "didn't change, skipping" in _run(dvc + ["repro"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny results"], repo, env)
-    # an evaluation param reruns evaluation only
-    out = _run(dvc + ["exp", "run", "-S", "evaluate.adapt_steps=3"], repo, env)
-    assert "Running stage 'evaluate'" in out
-    for stage in ("prepare", "pretrain", "invert", "distill", "maml_real"):
-        assert f"Running stage '{stage}'" not in out
-    # a distill param reruns distill and evaluate, never invert
-    out = _run(dvc + ["exp", "run", "-S", "distill.inner_lr=0.05"], repo, env)
-    assert "Running stage 'distill'" in out and "Running stage 'evaluate'" in out
-    assert "Running stage 'invert'" not in out and "Running stage 'pretrain'" not in out
+    # an evaluation setting invalidates every model's evaluation, the models list only the merge (dvc status)
+    assert _changed_by(repo, env, {"evaluate": {"adapt_steps": 3}}) == {f"evaluate_model@{m}" for m in MODELS}
+    assert _changed_by(repo, env, {"evaluate": {"models": MODELS[:2]}}) == {"evaluate"}
+    # a distill param invalidates distill alone (then, through its checkpoint, bidf_mkd's evaluation), never invert
+    assert _changed_by(repo, env, {"distill": {"inner_lr": 0.05}}) == {"distill"}
+    # one baseline's param reruns that baseline and its evaluation only (a real experiment)
+    out = _run(dvc + ["exp", "run", "-S", "baselines.best_api.steps=4"], repo, env)
+    _assert_ran(out, {"baseline@best_api", "evaluate_model@best_api", "evaluate"})
+    assert json.loads((repo / "metrics" / "best_api.json").read_text())["steps"] == 4
     diff = json.loads(_run(dvc + ["metrics", "diff", "--json"], repo, env))
-    assert "metrics/eval.json" in diff
+    assert "metrics/eval.json" in diff and "metrics/best_api.json" in diff
 
 
 def test_bad_param_stops_a_stage_before_work(tmp_path):

@@ -77,6 +77,16 @@ _BOOL = Spec((bool,), None, "true or false")
 _STR = Spec((str,), None, "a string")
 ARCHS = ("conv4", "resnet10", "resnet18")
 DATASET_NAMES = ("omniglot", "cifar-fs", "cub", "miniimagenet", "folder")
+# dfml.api.BACKENDS and dfml.api.MODES (kept in step by tests/test_stage_runs.py)
+BACKENDS = ("inprocess", "http")
+ANSWERS = ("probs", "topk", "label", "rounded")
+# Keys that change how a run is carried out, never its results (the http backend answers exactly as the in-process
+# one): not in dvc.yaml's params lists, so changing them reruns nothing, and not in checkpoint fingerprints
+# (tests/test_stage_runs.py checks that every other key of the sections a stage reads is listed in dvc.yaml).
+OPERATIONAL_KEYS = ("apis.backend", "apis.http", "apis.budget_images", "apis.budget_images_per_api",
+                    "invert.checkpoint_every", "distill.checkpoint_every")
+# dfml.evaluation.models.MODELS (kept in step by tests/test_baselines.py)
+EVAL_MODELS = ("random", "maml_real", "bidf_mkd", "bidf_mkd_whitebox", "best_api", "single_dfkd", "distill_avg")
 
 SCHEMA: dict[str, Any] = {
     "seed": _int(0),
@@ -103,8 +113,17 @@ SCHEMA: dict[str, Any] = {
         "batch_size": _int(1),
         "optimizer": _choice("auto", "adam", "sgd"),
         "lr": _pos(),
-        "backend": _choice("inprocess"),
-        "answer": _choice("probs"),
+        "backend": _choice(*BACKENDS),
+        "answer": _choice(*ANSWERS),
+        "topk": _int(1),
+        "decimals": _int(0, 12),
+        "label_smoothing": Spec((int, float), lambda v: not isinstance(v, bool) and 0 <= v < 1,
+                                "a number >= 0 and < 1"),
+        "http": {"url": Spec((str,), lambda v: v.startswith(("http://", "https://")), "an http:// or https:// URL"),
+                 "timeout": _pos(),
+                 "retries": _int(0, 20)},
+        "budget_images": _opt(_int(1)),
+        "budget_images_per_api": _opt(_int(1)),
         "query_chunk": _int(1),
     },
     "invert": {
@@ -117,8 +136,10 @@ SCHEMA: dict[str, Any] = {
         "generator_width": _int(4),
         "tv_weight": _num(0),
         "l2_weight": _num(0),
+        "l1_weight": _num(0),
         "lr_generator": _pos(),
         "lr_latent": _pos(),
+        "checkpoint_every": _int(0),
     },
     "distill": {
         "iterations": _int(1),
@@ -136,6 +157,8 @@ SCHEMA: dict[str, Any] = {
         "boundary_steps": _int(0),
         "memory_size": _int(1),
         "augment": _BOOL,
+        "permute_classes": _BOOL,
+        "checkpoint_every": _int(0),
         "val_every": _int(1),
         "val_episodes": _int(1),
         "val_shots": _int(1),
@@ -155,8 +178,14 @@ SCHEMA: dict[str, Any] = {
         "val_shots": _int(1),
         "val_query": _int(1),
     },
+    "baselines": {
+        "best_api": {"steps": _int(1), "lr": _pos(), "batch_size": _int(2), "temperature": _pos()},
+        "single_dfkd": {"steps": _int(1), "lr": _pos(), "batch_size": _int(2), "temperature": _pos(),
+                        "head": _choice("zero", "random")},
+        "distill_avg": {"steps": _int(1), "lr": _pos(), "batch_size": _int(2), "temperature": _pos()},
+    },
     "evaluate": {
-        "models": _list_of(_choice("random", "maml_real", "bidf_mkd")),
+        "models": _list_of(_choice(*EVAL_MODELS)),
         "ways": _int(2),
         "shots": _list_of(_int(1)),
         "query": _int(1),
@@ -216,6 +245,9 @@ def _cross_checks(p: dict) -> list[str]:
     if p["evaluate"]["ways"] != p["apis"]["ways"]:
         errs.append(f"evaluate.ways ({p['evaluate']['ways']}) must equal apis.ways ({p['apis']['ways']}): "
                     "the meta model's head has apis.ways outputs")
+    models = p["evaluate"]["models"]
+    if len(set(models)) != len(models):
+        errs.append(f"evaluate.models lists a model twice ({models}); list each once")
     need = p["distill"]["support_shots"] + p["distill"]["query_shots"]
     if need > p["invert"]["images_per_class"]:
         errs.append(f"invert.images_per_class ({p['invert']['images_per_class']}) must be at least "

@@ -17,18 +17,52 @@ class APIReplyError(RuntimeError):
     """An API answered something that is not a batch of class probabilities."""
 
 
-class QueryLedger:
-    """Counts images sent, per API and per stage label.
+class BudgetExhausted(RuntimeError):
+    """A query would take the run past its API image budget; nothing of it was sent.
 
-    ``ledger.count(api, n)`` is called by :meth:`BlackBoxAPI.query` for every
-    chunk actually sent; ``ledger.phase`` labels the spend (e.g. ``"invert"``).
+    Attributes: ``api`` (the API asked), ``images`` (the query's size), ``spent``
+    (images the run has sent so far), ``budget`` and ``remaining`` of the budget that
+    stopped it, ``scope`` (``"run"`` or ``"per API"``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, api: str, images: int, spent: int, budget: int, scope: str):
+        self.api, self.images, self.spent, self.budget, self.scope = api, images, spent, budget, scope
+        self.remaining = budget - spent
+        where = "the run" if scope == "run" else f"API {api}"
+        super().__init__(f"API image budget exhausted: a query of {images:,} images to API {api} would take "
+                         f"{where} to {spent + images:,} images, past its budget of {budget:,} "
+                         f"({spent:,} spent, {self.remaining:,} left); nothing of it was sent")
+
+
+class QueryLedger:
+    """Counts images sent, per API and per stage label, and enforces the run's image budgets.
+
+    ``ledger.count(api, n)`` is called by :meth:`BlackBoxAPI.query` once for
+    every chunk answered; ``ledger.phase`` labels the spend (e.g. ``"invert"``).
+    ``ledger.check(api, n)`` is called before a query sends anything: it raises
+    :class:`BudgetExhausted` when `n` more images would pass `budget` (images for
+    the whole run) or `budget_per_api` (images per API for the whole run); None
+    means unlimited. A later stage continues the run's ledger
+    (:meth:`load_state_dict` of the earlier stage's :meth:`summary`), so its budget
+    is what the earlier stages left. ``discarded`` counts images whose answers
+    went into work that was rolled back and will be redone (they stay spent).
+    """
+
+    def __init__(self, budget: int | None = None, budget_per_api: int | None = None) -> None:
         self.per_api: dict[str, int] = defaultdict(int)
         self.per_phase: dict[str, int] = defaultdict(int)
         self.calls = 0
+        self.discarded = 0
         self.phase = "default"
+        self.budget, self.budget_per_api = budget, budget_per_api
+
+    def check(self, api: str, n: int) -> None:
+        """Raise :class:`BudgetExhausted` if sending `n` more images to `api` would pass a budget."""
+        if self.budget is not None and self.total + n > self.budget:
+            raise BudgetExhausted(api, n, self.total, self.budget, "run")
+        spent = self.per_api.get(api, 0)
+        if self.budget_per_api is not None and spent + n > self.budget_per_api:
+            raise BudgetExhausted(api, n, spent, self.budget_per_api, "per API")
 
     def count(self, api: str, n: int) -> None:
         self.per_api[api] += n
@@ -40,15 +74,35 @@ class QueryLedger:
         return sum(self.per_api.values())
 
     def summary(self) -> dict:
-        return {"total": self.total, "calls": self.calls, "per_phase": dict(self.per_phase),
-                "per_api": dict(sorted(self.per_api.items()))}
+        out = {"total": self.total, "calls": self.calls, "per_phase": dict(self.per_phase),
+               "per_api": dict(sorted(self.per_api.items()))}
+        return {**out, "discarded": self.discarded} if self.discarded else out
+
+    state_dict = summary
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Continue from a :meth:`summary` (the counts; the budgets and the phase stay as set)."""
+        self.per_api = defaultdict(int, sd["per_api"])
+        self.per_phase = defaultdict(int, sd["per_phase"])
+        self.calls, self.discarded = sd["calls"], sd.get("discarded", 0)
+
+    def budget_report(self) -> dict:
+        """The budgets and what is left of them: ``{"images", "images_per_api", "remaining", "remaining_per_api"}``."""
+        per_api = None if self.budget_per_api is None else {
+            a: self.budget_per_api - n for a, n in sorted(self.per_api.items())}
+        return {"images": self.budget, "images_per_api": self.budget_per_api,
+                "remaining": None if self.budget is None else self.budget - self.total, "remaining_per_api": per_api}
 
 
 class BlackBoxAPI(ABC):
     """One API: ``query(images [B, C, H, W]) -> probabilities [B, num_classes]``.
 
     Batches larger than `chunk` go out as several calls; every image is counted
-    in `ledger` before its answer is used. Replies are checked: wrong shape,
+    in `ledger` once, when the backend has answered its chunk and before that
+    answer is used (a backend that retries a chunk still counts it once; a
+    chunk that never got an answer is not counted). Before the first chunk goes
+    out the whole batch is checked against the ledger's budgets
+    (:class:`BudgetExhausted`: nothing is sent). Replies are checked: wrong shape,
     non-finite values or rows that are not distributions raise APIReplyError.
     """
 
@@ -69,11 +123,13 @@ class BlackBoxAPI(ABC):
             raise ValueError(f"API {self.name} takes [B, {', '.join(map(str, self.input_shape))}] images, "
                              f"got {list(images.shape)}")
         images = images.detach()
+        self.ledger.check(self.name, images.shape[0])  # the whole batch fits the budget, or nothing goes out
         outs = []
         for start in range(0, images.shape[0], self.chunk):
             part = images[start:start + self.chunk]
+            reply = self._answer(part)
             self.ledger.count(self.name, part.shape[0])
-            outs.append(self._check(self._answer(part), part.shape[0]))
+            outs.append(self._check(reply, part.shape[0]))
         return torch.cat(outs) if outs else images.new_zeros(0, self.num_classes)
 
     def _check(self, probs: torch.Tensor, n: int) -> torch.Tensor:

@@ -9,13 +9,20 @@ import torch
 from torch.nn import functional as F
 
 from ..models import build_classifier
+from .answers import AnswerSettings, make_answer
 from .base import BlackBoxAPI, QueryLedger
 
 
 class InProcessAPI(BlackBoxAPI):
-    """Serves one pool checkpoint; its network is private (``_net``) and never returned."""
+    """Serves one pool checkpoint; its network is private (``_net``) and never returned.
 
-    def __init__(self, checkpoint: Path, ledger: QueryLedger, device: torch.device, chunk: int = 1024):
+    `answer` picks the answer mode (:mod:`dfml.api.answers`; default: full
+    probabilities): each chunk's probabilities are encoded as the server would
+    send them and decoded as a client would, so modes can be measured without HTTP.
+    """
+
+    def __init__(self, checkpoint: Path, ledger: QueryLedger, device: torch.device, chunk: int = 1024,
+                 answer: AnswerSettings | None = None):
         ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
         super().__init__(ck["name"], ck["num_classes"], (ck["in_channels"], ck["image_size"], ck["image_size"]),
                          ledger, chunk)
@@ -24,11 +31,17 @@ class InProcessAPI(BlackBoxAPI):
         self._net = net.to(device).to(memory_format=torch.channels_last).eval()  # 1.5x faster on CPU
         self._device = device
         self.reported_accuracy = ck["heldout_acc"]
+        self.answer = make_answer(answer or AnswerSettings())
 
     @torch.no_grad()
-    def _answer(self, images: torch.Tensor) -> torch.Tensor:
+    def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's own distribution ``[b, N]`` for ``[b, C, H, W]`` (the owner's side; not counted)."""
         x = images.to(self._device).contiguous(memory_format=torch.channels_last)
         return F.softmax(self._net(x), dim=1).to(images.device)
+
+    def _answer(self, images: torch.Tensor) -> torch.Tensor:
+        reply = self.answer.encode(self._probabilities(images))
+        return self.answer.decode(reply, self.num_classes, self.name)
 
 
 class WhiteBoxAPI(InProcessAPI):
@@ -39,17 +52,18 @@ class WhiteBoxAPI(InProcessAPI):
     """
 
     def differentiable_probs(self, images: torch.Tensor) -> torch.Tensor:
+        self.ledger.check(self.name, images.shape[0])
         self.ledger.count(self.name, images.shape[0])
         return F.softmax(self._net(images.to(self._device)), dim=1).to(images.device)
 
 
 def open_pool(folder: Path, ledger: QueryLedger, device: torch.device, chunk: int = 1024,
-              whitebox: bool = False) -> list[BlackBoxAPI]:
-    """Open every API listed in ``folder/pool.json`` (sorted by name)."""
+              whitebox: bool = False, answer: AnswerSettings | None = None) -> list[BlackBoxAPI]:
+    """Open every API listed in ``folder/pool.json`` (sorted by name), answering in mode `answer` (default: probs)."""
     folder = Path(folder)
     index = folder / "pool.json"
     if not index.is_file():
         raise FileNotFoundError(f"{index}: no API pool here; run `dvc repro pretrain` first")
     names = [a["name"] for a in json.loads(index.read_text())["apis"]]
     cls = WhiteBoxAPI if whitebox else InProcessAPI
-    return [cls(folder / f"{n}.pt", ledger, device, chunk) for n in names]
+    return [cls(folder / f"{n}.pt", ledger, device, chunk, answer) for n in names]

@@ -24,12 +24,20 @@ class GradientEstimator(ABC):
     def estimate(self, api: BlackBoxAPI, x: torch.Tensor, loss_fn: GroupLoss):
         ...
 
+    def state_dict(self) -> dict:
+        """The estimator's random state (for checkpoints); none by default."""
+        return {}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Continue from :meth:`state_dict`."""
+
 
 class ZeroOrderGradient(GradientEstimator):
     """Forward differences over random unit-sphere directions (BiDf-MKD Eq. 4; DFME, Truong et al. 2021).
 
     ``g(x) = (d/q) * sum_j [(l(x + mu u_j) - l(x)) / mu] u_j``, ``u_j`` uniform on the
-    unit sphere of R^d (d = C*H*W), one set of q directions per image. All
+    unit sphere of R^d (d = C*H*W), one set of q directions per image; probes are
+    clipped to the valid image range [0, 1] (x itself must lie in it). All
     ``(q+1) * B`` images go to the API in one `query` call (chunked by the API
     client, every image counted); no direction is ever dropped.
 
@@ -40,13 +48,22 @@ class ZeroOrderGradient(GradientEstimator):
     def __init__(self, q: int, mu: float, generator: torch.Generator):
         self.q, self.mu, self.gen = q, mu, generator
 
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.gen.set_state(sd["gen"])
+
     def estimate(self, api, x, loss_fn):
         x = x.detach()
         b = x.shape[0]
         d = x[0].numel()
         u = torch.randn(self.q, b, d, generator=self.gen).to(x.device)
         u = u / u.norm(dim=-1, keepdim=True)
-        pts = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + self.mu * u.view(self.q, *x.shape)])  # [q+1, B, C, H, W]
+        # Probes stay valid images (APIs take [0, 1]); a probe clipped at a saturated pixel just
+        # sees no change there. The slope divides by mu, the step of an unclipped probe.
+        probes = (x.unsqueeze(0) + self.mu * u.view(self.q, *x.shape)).clamp(0, 1)
+        pts = torch.cat([x.unsqueeze(0), probes])  # [q+1, B, C, H, W]
         probs = api.query(pts.flatten(0, 1)).view(self.q + 1, b, -1)
         with torch.no_grad():
             losses = loss_fn(pts, probs)  # [q+1, B]

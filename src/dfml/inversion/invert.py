@@ -9,6 +9,7 @@ loss ``mean_b <x_b, g_b.detach()>``, whose gradient w.r.t. x is exactly g.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -35,6 +36,18 @@ class InversionState:
         """Generator weights, latent codes and labels (the optimiser is not kept: it restarts in `distill`)."""
         return {"generator": {k: v.detach().cpu() for k, v in self.generator.state_dict().items()},
                 "z": self.z.detach().cpu(), "labels": self.labels.cpu()}
+
+    def full_state_dict(self) -> dict:
+        """:meth:`state_dict` plus the optimiser state and history: all a checkpoint needs to continue exactly."""
+        return {**self.state_dict(), "optimizer": self.optimizer.state_dict(), "history": list(self.history)}
+
+    def load_full_state_dict(self, sd: dict) -> None:
+        """Continue from :meth:`full_state_dict` (a state built with the same settings)."""
+        self.generator.load_state_dict(sd["generator"])
+        with torch.no_grad():
+            self.z.copy_(sd["z"].to(self.z.device))
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.history[:] = sd["history"]
 
 
 def new_state(num_classes: int, per_class: int, channels: int, image_size: int, cfg: dict, seed: int,
@@ -65,7 +78,7 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ImagePrior:
-    """Data-free image prior ``tv * TV(x) + l2 * ||x||^2`` per image, ``[B, C, H, W] -> [B]``.
+    """Data-free image prior ``tv * TV(x) + l2 * ||x||^2 + l1 * ||x||_1`` per image, ``[B, C, H, W] -> [B]``.
 
     The prior of DeepInversion (Yin et al., CVPR 2020), also used by CAKE (Braun
     et al.). It is a property of our own generator's output, so its gradient is
@@ -74,10 +87,11 @@ class ImagePrior:
 
     tv: float = 0.0
     l2: float = 0.0
+    l1: float = 0.0
 
     @classmethod
     def from_cfg(cls, cfg: dict) -> "ImagePrior":
-        return cls(cfg["tv_weight"], cfg["l2_weight"])
+        return cls(cfg["tv_weight"], cfg["l2_weight"], cfg["l1_weight"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(x.shape[0])
@@ -85,24 +99,36 @@ class ImagePrior:
             out = out + self.tv * total_variation(x)
         if self.l2:
             out = out + self.l2 * x.pow(2).flatten(1).sum(1)
+        if self.l1:
+            out = out + self.l1 * x.abs().flatten(1).sum(1)
         return out
+
+
+def _generate(state: InversionState, rows: torch.Tensor | None) -> torch.Tensor:
+    """Images of the rows `rows` (default all), ``[B, C, H, W]``.
+
+    The generator always runs on all latent codes, so its BN uses the statistics
+    of the whole task (as during `invert`) and a subset of rows comes out exactly
+    as it would in the whole batch; only the chosen rows go to the API.
+    """
+    state.generator.train()
+    x = state.generator(state.z)
+    return x if rows is None else x[rows]
 
 
 def inversion_step(state: InversionState, api: BlackBoxAPI, estimator: GradientEstimator,
                    loss_fn: GroupLoss, rows: torch.Tensor | None = None, prior: ImagePrior = ImagePrior()) -> dict:
-    """One generator update; `rows` picks a subset of the latent codes (default all).
+    """One generator update; `rows` picks the images that are queried and moved (default all).
 
     `prior` adds a data-free image prior with its exact gradient (no API cost).
 
     Returns ``{"loss": mean loss at x, "acc": API top-1 agreement with the labels}``.
     """
-    z = state.z if rows is None else state.z[rows]
     y = state.labels if rows is None else state.labels[rows]
-    state.generator.train()
-    x = state.generator(z)
+    x = _generate(state, rows)
     g, loss, probs = estimator.estimate(api, x, lambda pts, p: loss_fn(pts, p, y))
     surrogate = (x * g.detach()).flatten(1).sum(1).mean()
-    if prior.tv or prior.l2:
+    if prior.tv or prior.l2 or prior.l1:
         surrogate = surrogate + prior(x).mean()
     state.optimizer.zero_grad(set_to_none=True)
     surrogate.backward()
@@ -118,23 +144,32 @@ def ce_group_loss(pts: torch.Tensor, probs: torch.Tensor, y: torch.Tensor) -> to
 @torch.no_grad()
 def render(state: InversionState, api: BlackBoxAPI, rows: torch.Tensor | None = None):
     """Final images ``[B, C, H, W]`` and the API's answers on them ``[B, N]`` (counted queries)."""
-    state.generator.train()  # batch statistics, as during the optimisation
-    z = state.z if rows is None else state.z[rows]
-    x = state.generator(z)
+    x = _generate(state, rows)
     return x, api.query(x)
 
 
 def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int, cfg: dict,
-               estimator: GradientEstimator, seed: int, device: torch.device):
+               estimator: GradientEstimator, seed: int, device: torch.device, state: InversionState | None = None,
+               on_step: Callable[[InversionState], None] | None = None):
     """Recover ``per_class`` images per class of `api`.
+
+    `state` (optional) is the inversion to carry on, e.g. restored from a
+    checkpoint: its ``history`` says how many of the ``cfg["steps"]`` are done.
+    `on_step(state)` (optional) runs before every step and before the final
+    answers are queried, the points where the state is whole (checkpoints).
 
     Returns:
         images ``[N, per_class, C, H, W]``, answers ``[N, per_class, N]``,
         the inversion state (to continue in `distill`), and per-step history.
     """
-    state = new_state(api.num_classes, per_class, channels, image_size, cfg, seed, device)
-    for _ in range(cfg["steps"]):
+    if state is None:
+        state = new_state(api.num_classes, per_class, channels, image_size, cfg, seed, device)
+    for _ in range(len(state.history), cfg["steps"]):
+        if on_step is not None:
+            on_step(state)
         state.history.append(inversion_step(state, api, estimator, ce_group_loss, prior=ImagePrior.from_cfg(cfg)))
+    if on_step is not None:
+        on_step(state)
     x, probs = render(state, api)
     n = api.num_classes
     return x.view(n, per_class, *x.shape[1:]).cpu(), probs.view(n, per_class, n).cpu(), state

@@ -6,7 +6,10 @@ Meta-Learning", ICML 2023 (arXiv 2305.18413), Sec. 3.3-3.5.
 Each meta-iteration draws ``tasks_per_batch`` API tasks and ``memory_tasks``
 memory-replay tasks and takes one outer step on the mean of their losses:
 
-* API task (API i): support = recovered images of i with i's answers; inner loop
+* API task (API i): support = recovered images of i with i's answers, the
+  API's classes put in a random order per task (``permute_classes``; with a fixed
+  order the meta model can memorise "this look -> output 2" per API instead of
+  learning to adapt, the memorisation problem of Yin et al., ICLR 2020); inner loop
   ``KD(F(S; theta), A_i(S))``; query = recovered images (before
   ``boundary_after``) or boundary queries re-inverted online with the adapted
   weights (after); outer loss ``KD(F(Q; theta_i), A_i(Q))``.
@@ -18,6 +21,10 @@ All API images sent here (boundary queries) are counted by the ledger.
 """
 
 from __future__ import annotations
+
+import warnings
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -58,6 +65,19 @@ class TaskMemory:
     def keys(self) -> list[tuple[int, int]]:
         return sorted(self.slots)
 
+    def state_dict(self, apis: list[int]) -> dict:
+        """The ring buffers of `apis` (references, not copies): ``{"apis", "entries": [[api, cls, slots, fill,
+        cursor]]}``."""
+        return {"apis": list(apis), "entries": [[a, c, self.slots[(a, c)], self.fill[(a, c)], self.cursor[(a, c)]]
+                                                for a, c in self.keys() if a in apis]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Replace the buffers of the APIs in ``sd["apis"]`` by those of :meth:`state_dict` (others are kept)."""
+        for key in [k for k in self.slots if k[0] in sd["apis"]]:
+            del self.slots[key], self.fill[key], self.cursor[key]
+        for a, c, slots, fill, cursor in sd["entries"]:
+            self.slots[(a, c)], self.fill[(a, c)], self.cursor[(a, c)] = slots.clone(), fill, cursor
+
 
 class BiDfTaskSampler:
     """``iteration -> [Task]`` for BiDf-MKD (see module docstring).
@@ -74,15 +94,39 @@ class BiDfTaskSampler:
         self.model, self.apis, self.bank, self.states = model, apis, bank, states
         self.estimator, self.cfg, self.gen, self.device = estimator, cfg, gen, device
         self.memory = TaskMemory(cfg["memory_size"], gen)
-        for a, entry in enumerate(bank):
-            for c in range(entry["images"].shape[0]):
-                self.memory.add(a, c, entry["images"][c])
         self.ways = bank[0]["images"].shape[0]
+        for a, entry in enumerate(bank):
+            self.remember(a, entry["images"].flatten(0, 1), entry["probs"].flatten(0, 1))
         self.prior = prior
+        self.warned = False
+
+    on_change: Callable[[int], None] | None = None
+    """Hook: ``on_change(a)`` runs before boundary queries change API a's inversion state and memory."""
+
+    def state_dict(self, apis: list[int] | None = None) -> dict:
+        """The sampler's random state, the direction generator's, and the inversion states (with optimiser
+        state) and task memory of `apis` (default: all); references, not copies (checkpoints)."""
+        apis = list(range(len(self.states))) if apis is None else list(apis)
+        return {"gen": self.gen.get_state(), "estimator": self.estimator.state_dict(),
+                "memory": self.memory.state_dict(apis), "states": {a: self.states[a].full_state_dict() for a in apis}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Continue from :meth:`state_dict` (of all APIs or some: the others are left as they are)."""
+        self.gen.set_state(sd["gen"])
+        self.estimator.load_state_dict(sd["estimator"])
+        self.memory.load_state_dict(sd["memory"])
+        for a, state in sd["states"].items():
+            self.states[a].load_full_state_dict(state)
 
     def __call__(self, it: int) -> list[Task]:
         tasks = [self.api_task(it) for _ in range(self.cfg["tasks_per_batch"])]
-        tasks += [self.memory_task() for _ in range(self.cfg["memory_tasks"])]
+        if len(self.memory.keys()) >= self.ways:
+            tasks += [self.memory_task() for _ in range(self.cfg["memory_tasks"])]
+        elif self.cfg["memory_tasks"] and not self.warned:
+            warnings.warn(f"task memory holds {len(self.memory.keys())} (API, class) slots, fewer than "
+                          f"{self.ways} ways: no memory tasks until it holds enough (the APIs answered too few "
+                          "distinct classes on the recovered images)")
+            self.warned = True
         return tasks
 
     def _pick(self, a: int, k: int) -> torch.Tensor:
@@ -97,22 +141,33 @@ class BiDfTaskSampler:
         ks, kq = cfg["support_shots"], cfg["query_shots"]
         pos = self._pick(a, ks + kq)
         rows = torch.arange(self.ways).unsqueeze(1)
+        # Task class j is API class perm[j]: target column j = API column perm[j].
+        perm = torch.randperm(self.ways, generator=self.gen) if cfg["permute_classes"] else torch.arange(self.ways)
         xs = images[rows, pos[:, :ks]].flatten(0, 1).to(self.device)
-        ts = probs[rows, pos[:, :ks]].flatten(0, 1).to(self.device)
+        ts = probs[rows, pos[:, :ks]].flatten(0, 1)[:, perm].to(self.device)
         if it > cfg["boundary_after"] and cfg["boundary_steps"] > 0:
             qrows = (rows * images.shape[1] + pos[:, ks:]).flatten()
-            return Task(xs, ts, lambda fast: self.boundary_query(a, qrows, fast), "kd")
+            return Task(xs, ts, lambda fast: self.boundary_query(a, qrows, fast, perm), "kd")
         xq = images[rows, pos[:, ks:]].flatten(0, 1).to(self.device)
-        tq = probs[rows, pos[:, ks:]].flatten(0, 1).to(self.device)
+        tq = probs[rows, pos[:, ks:]].flatten(0, 1)[:, perm].to(self.device)
         return Task(xs, ts, (xq, tq), "kd")
 
-    def boundary_query(self, a: int, qrows: torch.Tensor, fast: Params):
-        """Re-invert the query rows of API a toward its decision boundary (BiDf-MKD Eq. 7)."""
+    def boundary_query(self, a: int, qrows: torch.Tensor, fast: Params, perm: torch.Tensor):
+        """Re-invert the query rows of API a toward its decision boundary (BiDf-MKD Eq. 7).
+
+        ``perm``: the task's class order (task class j = API class perm[j]); the
+        student's logits are put back in API order for the boundary term, and the
+        API's answers are returned in task order.
+        """
+        if self.on_change is not None:
+            self.on_change(a)
         fast = {k: v.detach() for k, v in fast.items()}
         lam, temp = self.cfg["boundary_lambda"], self.cfg["temperature"]
+        perm = perm.to(self.device)
+        to_api = torch.argsort(perm)
 
         def loss_fn(pts, probs, y):
-            student = forward_groups(self.model, fast, pts)
+            student = forward_groups(self.model, fast, pts)[..., to_api]
             return boundary_loss(probs, student, y, lam, temp)
 
         state = self.states[a]
@@ -120,10 +175,21 @@ class BiDfTaskSampler:
         for _ in range(self.cfg["boundary_steps"]):
             inversion_step(state, self.apis[a], self.estimator, loss_fn, rows=qrows, prior=self.prior)
         x, p = render(state, self.apis[a], rows=qrows)
-        y = state.labels[qrows]
+        self.remember(a, x.detach(), p)
+        return x.detach(), p[:, perm]
+
+    def remember(self, a: int, images: torch.Tensor, probs: torch.Tensor) -> None:
+        """File recovered images ``[B, C, H, W]`` of API a under the class the API answered (``probs [B, N]``).
+
+        The API's top class, not the class the generator aimed at: memory tasks
+        train with these labels, and an image the API puts elsewhere would be a
+        wrong label.
+        """
+        top = probs.argmax(1)
         for c in range(self.ways):
-            self.memory.add(a, c, x[y == c].detach())
-        return x.detach(), p
+            rows = images[top == c]
+            if len(rows):
+                self.memory.add(a, c, rows)
 
     def memory_task(self) -> Task:
         keys = self.memory.keys()

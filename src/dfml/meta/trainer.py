@@ -68,6 +68,8 @@ class MetaTrainer:
         self.opt = torch.optim.Adam(model.parameters(), lr=outer_lr)
         self.curve: list[dict] = []
         self.best = {"val_acc": -1.0, "iteration": 0, "state_dict": None}
+        self.iteration = 0  # meta-iterations done
+        self.elapsed = 0.0  # seconds spent in `run` (a resumed run continues the clock)
 
     def task_loss(self, task: Task) -> torch.Tensor:
         loss_fn = make_loss(task.loss, self.temperature)
@@ -85,16 +87,36 @@ class MetaTrainer:
         return loss.item()
 
     def run(self, iterations: int, make_tasks: Callable[[int], list[Task]], val_every: int,
-            extra: Callable[[], dict] | None = None, desc: str = "meta-train") -> None:
-        start = time.perf_counter()
-        self._record(0, float("nan"), start, extra)
-        bar = tqdm(range(1, iterations + 1), desc=desc, unit="it")
+            extra: Callable[[], dict] | None = None, desc: str = "meta-train",
+            after_iteration: Callable[[int], None] | None = None) -> None:
+        """Meta-train up to `iterations`, from ``self.iteration`` on (0, or where :meth:`load_state_dict` left
+        off); `after_iteration(it)` runs after each one (checkpoints)."""
+        start = time.perf_counter() - self.elapsed
+        if not self.curve:
+            self._record(0, float("nan"), start, extra)
+        bar = tqdm(range(self.iteration + 1, iterations + 1), desc=desc, unit="it", initial=self.iteration,
+                   total=iterations)
         for it in bar:
             loss = self.step(make_tasks(it))
             if it % val_every == 0 or it == iterations:
                 row = self._record(it, loss, start, extra)
                 bar.set_postfix(val=f"{row['val_acc']:.1f}", loss=f"{loss:.3f}")
+            self.iteration, self.elapsed = it, time.perf_counter() - start
+            if after_iteration is not None:
+                after_iteration(it)
         self.last = {"iteration": iterations, "state_dict": copy.deepcopy(self.model.state_dict())}
+
+    def state_dict(self) -> dict:
+        """Iteration, clock, meta model, outer optimiser, curve and best checkpoint (references, not copies)."""
+        return {"iteration": self.iteration, "elapsed": self.elapsed, "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "curve": list(self.curve), "best": dict(self.best)}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Continue from :meth:`state_dict`; the next :meth:`run` starts after ``sd["iteration"]``."""
+        self.model.load_state_dict(sd["model"])
+        self.opt.load_state_dict(sd["optimizer"])
+        self.curve, self.best = list(sd["curve"]), dict(sd["best"])
+        self.iteration, self.elapsed = sd["iteration"], sd["elapsed"]
 
     def _record(self, it: int, loss: float, start: float, extra) -> dict:
         acc = self.validate(get_params(self.model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -45,10 +46,18 @@ def training_curve_png(df: pd.DataFrame, title: str, path: Path) -> None:
     save_png(fig, path)
 
 
+SHOT_KEY = re.compile(r"^(\d+)shot$")
+
+
 def eval_bars_png(results: dict, path: Path) -> None:
-    """Meta-test accuracy with 95% intervals, one group per shot, one bar per model."""
+    """Meta-test accuracy with 95% intervals, one group per shot, one bar per model.
+
+    Args:
+        results: ``metrics/eval.json``: model -> ``{"<K>shot": {"acc", "ci95"}, ...}``; other keys of a model
+            (``api_images``, ``seconds``) are not plotted.
+    """
     models = list(results)
-    shots = list(next(iter(results.values())))
+    shots = [k for k in next(iter(results.values())) if SHOT_KEY.match(k)]
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(models) * len(shots) / 2, 3.8))
     width = 0.8 / len(models)
     for i, m in enumerate(models):

@@ -1,0 +1,269 @@
+"""Data-free baselines on a tiny fake bank and pool; per-model evaluation and its merge; dvc.yaml in step."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from dfml.baselines import BASELINES, HEADS, Setting, distill_student, load_bank, restricted_logits, run_baseline
+from dfml.baselines import methods
+from dfml.baselines.students import minibatches
+from dfml.config import EVAL_MODELS, validate
+from dfml.data.prepared import load_prepared, save_prepared
+from dfml.data.sources import RawDataset
+from dfml.evaluation.models import MODELS
+from dfml.evaluation.merge import merge
+from dfml.evaluation.runner import evaluate_model
+from dfml.meta.losses import kd_loss
+from dfml.meta.runs import build_meta_model
+from dfml.reporting.plots import eval_bars_png
+from dfml.utils import derive_seed, write_json
+
+APIS, WAYS, PER_CLASS, SIZE = 3, 5, 4, 16
+ACCURACY = {"api_000": 0.9, "api_001": 0.95, "api_002": 0.95}  # a tie: the first of the best wins
+TINY = {"steps": 3, "lr": 0.01, "batch_size": 8, "temperature": 1.0}
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _params():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["device"] = "cpu"
+    params["baselines"] = {"best_api": dict(TINY), "single_dfkd": {**TINY, "head": "zero"}, "distill_avg": dict(TINY)}
+    params["evaluate"].update({"models": ["random", "best_api", "single_dfkd", "distill_avg"], "shots": [1, 2],
+                               "query": 2, "episodes": 4, "val_episodes": 2, "adapt_steps": 1,
+                               "lr_grid": [0.1, 0.3], "episode_batch": 4})
+    return params
+
+
+def _bank(root):
+    """`invert`'s outputs for APIS fake APIs: data/bank/<api>.pt, index.json, metrics/invert.json; and the pool index."""
+    gen = torch.Generator().manual_seed(0)
+    names = sorted(ACCURACY)
+    (root / "data/bank").mkdir(parents=True)
+    for name in names:
+        images = torch.rand(WAYS, PER_CLASS, 1, SIZE, SIZE, generator=gen)
+        probs = torch.softmax(3 * torch.randn(WAYS, PER_CLASS, WAYS, generator=gen), -1)
+        torch.save({"api": name, "images": images, "probs": probs}, root / "data/bank" / f"{name}.pt")
+    (root / "data/bank/index.json").write_text(json.dumps({"apis": names, "gradient": "zo"}))
+    (root / "models/apis").mkdir(parents=True)
+    (root / "models/apis/pool.json").write_text(json.dumps(
+        {"scenario": "ss", "apis": [{"name": n, "arch": "conv4", "classes": [0] * WAYS, "heldout_acc": a}
+                                    for n, a in ACCURACY.items()]}))
+    write_json(root / "metrics/invert.json", {"api_images": 3000, "seconds": 10.0,
+                                              "api_images_per_api": {"api_000": 1000, "api_001": 1000,
+                                                                     "api_002": 1000}})
+    return root
+
+
+def _prepared(root, classes=15, per_class=5):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(classes), per_class).astype(np.int64)
+    images = rng.integers(0, 255, size=(len(labels), 1, SIZE, SIZE), dtype=np.uint8)
+    third = classes // 3
+    save_prepared(RawDataset(images, labels, [f"c{i}" for i in range(classes)],
+                             {"train": list(range(third)), "val": list(range(third, 2 * third)),
+                              "test": list(range(2 * third, classes))}), root / "data/prepared", "toy")
+
+
+def _setting(root, seed=0):
+    return Setting(load_bank(root / "data/bank"), ACCURACY, seed, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- pieces
+
+def test_restricted_logits_pick_each_samples_api_columns():
+    logits = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 12)  # A = 3 APIs x N = 4 columns
+    out = restricted_logits(logits, torch.tensor([2, 0]), 4)
+    assert out.tolist() == [[8, 9, 10, 11], [12, 13, 14, 15]]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_restricted_kl_is_zero_when_the_student_matches_its_api(temperature):
+    gen = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(6, WAYS, generator=gen), -1)
+    owner = torch.tensor([0, 1, 2, 2, 1, 0])
+    logits = 5 * torch.randn(6, APIS * WAYS, generator=gen)  # other APIs' columns: anything
+    view = logits.view(6, APIS, WAYS)
+    view[torch.arange(6), owner] = probs.log() + 7.0  # the owner's block matches the API up to a constant
+    assert kd_loss(restricted_logits(logits, owner, WAYS), probs, temperature).item() == pytest.approx(0, abs=1e-5)
+    view[0, 1] += 1.0  # another API's block: still zero
+    assert kd_loss(restricted_logits(logits, owner, WAYS), probs, temperature).item() == pytest.approx(0, abs=1e-5)
+    view[0, 0, 0] += 1.0  # the owner's block: positive
+    assert kd_loss(restricted_logits(logits, owner, WAYS), probs, temperature).item() > 1e-4
+
+
+def test_minibatches_cover_every_index_once_per_pass():
+    batches = list(minibatches(10, 4, 5, torch.Generator().manual_seed(0)))
+    assert len(batches) == 5 and all(b.shape == (4,) for b in batches)
+    flat = torch.cat(batches)
+    assert sorted(flat[:10].tolist()) == list(range(10))  # first pass
+    assert list(minibatches(3, 8, 2, torch.Generator().manual_seed(0)))[0].shape == (3,)  # batch capped at n
+
+
+def test_kd_training_fits_one_api(tmp_path):
+    task = load_bank(_bank(tmp_path) / "data/bank")[0]
+    student = build_meta_model("conv4", 1, WAYS, SIZE, 0)
+    owner = torch.zeros(len(task.images), dtype=torch.long)
+    out = distill_student(student, task.images, task.probs, owner, {**TINY, "steps": 60, "batch_size": 20},
+                          torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert out["steps"] == 60 and out["final_loss"] < 0.5 * out["initial_loss"]
+    assert out["agreement_pct"] >= 80
+
+
+# ---------------------------------------------------------------- the three baselines
+
+def test_best_api_distils_the_highest_reported_accuracy_first_on_ties(tmp_path):
+    res = BASELINES["best_api"](_setting(_bank(tmp_path)), TINY)
+    assert res.apis == ["api_001"] and res.info == {"api": "api_001", "reported_accuracy": 0.95}
+    assert res.state_dict["head.weight"].shape == (WAYS, 32)
+
+
+def test_best_api_needs_every_reported_accuracy(tmp_path):
+    s = Setting(load_bank(_bank(tmp_path) / "data/bank"), {"api_000": 1.0}, 0, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"no reported accuracy for \['api_001', 'api_002'\]"):
+        BASELINES["best_api"](s, TINY)
+
+
+def test_distill_avg_is_the_mean_of_the_students(tmp_path, monkeypatch):
+    students = []
+
+    def recording(student, *args, **kwargs):
+        out = distill_student(student, *args, **kwargs)
+        students.append({k: v.detach().clone() for k, v in student.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(methods, "distill_student", recording)
+    res = BASELINES["distill_avg"](_setting(_bank(tmp_path)), TINY)
+    assert len(students) == APIS and res.apis == sorted(ACCURACY) and res.info == {"students": APIS}
+    for k, v in res.state_dict.items():
+        torch.testing.assert_close(v, (students[0][k] + students[1][k] + students[2][k]) / 3)
+    assert not torch.equal(students[0]["head.weight"], students[1]["head.weight"])  # each learnt its own API
+    init = build_meta_model("conv4", 1, WAYS, SIZE, derive_seed(0, "meta-init")).state_dict()
+    torch.testing.assert_close(init["head.weight"], students[0]["head.weight"], atol=0.2, rtol=0)  # shared start
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_single_dfkd_keeps_the_distilled_body_under_a_new_head(tmp_path, head, monkeypatch):
+    wide = []
+
+    def recording(student, *args, **kwargs):
+        out = distill_student(student, *args, **kwargs)
+        wide.append({k: v.detach().clone() for k, v in student.state_dict().items()})
+        assert args[2].tolist() == [a for a in range(APIS) for _ in range(WAYS * PER_CLASS)]  # owners
+        return out
+
+    monkeypatch.setattr(methods, "distill_student", recording)
+    res = BASELINES["single_dfkd"](_setting(_bank(tmp_path)), {**TINY, "head": head})
+    assert wide[0]["head.weight"].shape == (APIS * WAYS, 32) and res.apis == sorted(ACCURACY)
+    random_init = build_meta_model("conv4", 1, WAYS, SIZE, derive_seed(0, "meta-init")).state_dict()
+    for k, v in res.state_dict.items():
+        want = wide[0][k] if not k.startswith("head.") else (
+            torch.zeros_like(v) if head == "zero" else random_init[k])
+        torch.testing.assert_close(v, want)
+    assert not torch.equal(res.state_dict["features.0.weight"], random_init["features.0.weight"])
+
+
+def test_run_baseline_writes_a_checkpoint_that_evaluate_loads(tmp_path, monkeypatch):
+    root = _bank(tmp_path)
+    _prepared(root)
+    params = _params()
+    for name in BASELINES:
+        m = run_baseline(name, params, root)
+        assert m["steps"] == TINY["steps"] and m["seconds"] >= 0 and np.isfinite(m["final_loss"])
+        assert m["api_images"] == (1000 if name == "best_api" else 3000)
+        assert json.loads((root / f"metrics/{name}.json").read_text()) == m
+    monkeypatch.chdir(root)  # the loaders read models/<name>.pt from the working directory
+    data = load_prepared(root / "data/prepared")
+    for name in BASELINES:
+        cand = MODELS[name].load(params, data, torch.device("cpu"))
+        assert cand.own_lr is None and cand.info["checkpoint"] == f"models/{name}.pt"
+        assert cand.model(torch.rand(4, 1, SIZE, SIZE)).shape == (4, WAYS)
+
+
+def test_run_baseline_is_reproducible(tmp_path):
+    root = _bank(tmp_path)
+    params = _params()
+    run_baseline("best_api", params, root)
+    first = (root / "models/best_api.pt").read_bytes()
+    run_baseline("best_api", params, root)
+    assert (root / "models/best_api.pt").read_bytes() == first
+
+
+# ---------------------------------------------------------------- per-model evaluation and the merge
+
+def test_per_model_evaluation_and_merge(tmp_path, monkeypatch):
+    root = _bank(tmp_path)
+    _prepared(root)
+    params = _params()
+    for name in BASELINES:
+        run_baseline(name, params, root)
+    monkeypatch.chdir(root)
+    for name in params["evaluate"]["models"]:
+        evaluate_model(name, params, root)
+    one = json.loads((root / "metrics/eval/best_api.json").read_text())
+    assert set(one["results"]) == {"1shot", "2shot"}
+    assert one["settings"]["1shot"]["chosen_by"].startswith("best of evaluate.lr_grid")
+    results = merge(params, root)
+    assert list(results) == params["evaluate"]["models"]
+    assert results["random"]["api_images"] == 0 and results["random"]["seconds"] == 0
+    own = json.loads((root / "metrics/best_api.json").read_text())
+    assert results["best_api"]["api_images"] == 1000 and results["best_api"]["seconds"] == round(10 + own["seconds"], 2)
+    assert results["distill_avg"]["api_images"] == 3000
+    assert results["best_api"]["1shot"] == one["results"]["1shot"]
+    settings = json.loads((root / "metrics/eval_settings.json").read_text())
+    assert settings["episodes"] == 4 and list(settings["models"]) == params["evaluate"]["models"]
+    episodes = (root / "plots/episodes.csv").read_text().splitlines()
+    assert episodes[0] == "model,shot,episode,acc" and len(episodes) == 1 + 4 * 2 * 4
+    assert (root / "plots/eval.png").stat().st_size > 0
+    # every model saw the same episodes: a model evaluated twice gives the same file
+    before = (root / "plots/episodes/random.csv").read_text()
+    evaluate_model("random", params, root)
+    assert (root / "plots/episodes/random.csv").read_text() == before
+
+
+def test_merge_names_a_model_without_evaluation(tmp_path):
+    params = _params()
+    with pytest.raises(FileNotFoundError, match="metrics/eval/random.json not found"):
+        merge(params, tmp_path)
+
+
+def test_eval_bars_plot_only_shot_entries(tmp_path):
+    results = {"random": {"1shot": {"acc": 60.0, "ci95": 1.0}, "5shot": {"acc": 80.0, "ci95": 1.0},
+                          "api_images": 0, "seconds": 0.0},
+               "bidf_mkd": {"1shot": {"acc": 70.0, "ci95": 1.0}, "5shot": {"acc": 90.0, "ci95": 1.0},
+                            "api_images": 552000, "seconds": 357.1}}
+    eval_bars_png(results, tmp_path / "eval.png")
+    assert (tmp_path / "eval.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- params and dvc.yaml in step with the code
+
+def test_registries_params_and_dvc_yaml_agree():
+    assert set(EVAL_MODELS) == set(MODELS) and set(BASELINES) <= set(MODELS)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    validate(params)
+    assert set(params["baselines"]) == set(BASELINES)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["baseline"]["foreach"] == list(BASELINES)
+    evaluated = stages["evaluate_model"]["foreach"]
+    assert set(params["evaluate"]["models"]) <= set(evaluated)
+    merge_deps = set(stages["evaluate"]["deps"])
+    for name in evaluated:
+        assert set(MODELS[name].cost.files()) <= merge_deps, f"evaluate must depend on {name}'s cost files"
+
+
+def test_evaluate_models_must_be_known_and_unique():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["evaluate"]["models"] = ["random", "best_apii"]
+    with pytest.raises(Exception, match="evaluate.models: must be a non-empty list"):
+        validate(params)
+    params["evaluate"]["models"] = ["random", "random"]
+    with pytest.raises(Exception, match="lists a model twice"):
+        validate(params)
+    params["evaluate"]["models"] = ["random"]
+    params["baselines"]["single_dfkd"]["head"] = "mean"
+    with pytest.raises(Exception, match=r"baselines.single_dfkd.head: must be one of 'zero', 'random'"):
+        validate(params)

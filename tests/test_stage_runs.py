@@ -1,0 +1,434 @@
+"""Stages `invert` and `distill`: API backends and answer modes, API image budgets, checkpoints and resuming.
+
+The stage tests run the real stage scripts on the tiny config of test_pipeline_e2e.py (prepared data and API
+pool made once per module), as subprocesses with one thread, so that runs compare bit for bit.
+"""
+
+import copy
+import json
+import os
+import runpy
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from dfml.api import (BACKENDS, MODES, AnswerSettings, APIAccessError, BlackBoxAPI, BudgetExhausted, QueryLedger,
+                      open_apis)
+from dfml.config import ANSWERS, OPERATIONAL_KEYS, ParamError, load_params
+from dfml.config import BACKENDS as BACKEND_CHOICES
+from dfml.meta.trainer import MetaTrainer
+from dfml.resume import Checkpoint, IterationUndo, fingerprint, result_params
+from test_bidf import _setup
+from test_pipeline_e2e import DVC, _run, make_tiny_repo, tiny_env, tiny_params
+
+# Long enough to stop in the middle: 6 generator steps per API, 16 meta-iterations, boundary queries from 5 on.
+# memory_tasks 0: with the tiny pool the task memory can hold fewer (API, class) slots than ways.
+RESUMABLE = {"invert": {"steps": 6, "checkpoint_every": 2},
+             "distill": {"iterations": 16, "boundary_after": 4, "val_every": 4, "checkpoint_every": 2,
+                         "memory_tasks": 0}}
+STEP = (2 + 1) * 5 * 4        # images per generator step: (q + 1) * 5 classes * 4 images
+API = 6 * STEP + 5 * 4        # images per API: steps + the final answers = 380
+BOUNDARY = (2 + 1) * 10 + 10  # images per boundary task: (q + 1) * 5 classes * 2 query shots + answers = 40
+STAGE_SECONDS = 300
+CONTINUE = "raise apis.budget_images and run `dvc repro` again; finished work is kept"
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the shared fixture of conftest.py
+
+
+# ---------------------------------------------------------------- ledger, budgets, backends (in-process, fast)
+
+class CountingAPI(BlackBoxAPI):
+    """Uniform answers; counts the images that reached it."""
+
+    def __init__(self, ledger, name="count", chunk=4):
+        super().__init__(name, 3, (1, 2, 2), ledger, chunk)
+        self.received = 0
+
+    def _answer(self, images):
+        self.received += images.shape[0]
+        return torch.full((images.shape[0], 3), 1 / 3)
+
+
+def test_a_query_past_the_budget_sends_nothing():
+    ledger = QueryLedger(budget=10)
+    api = CountingAPI(ledger)
+    api.query(torch.rand(6, 1, 2, 2))
+    with pytest.raises(BudgetExhausted, match=r"a query of 6 images to API count would take the run to 12 images, "
+                                              r"past its budget of 10 \(6 spent, 4 left\); nothing of it was sent"):
+        api.query(torch.rand(6, 1, 2, 2))  # 2 chunks: not even the first goes out
+    assert api.received == ledger.total == 6 and ledger.calls == 2
+    api.query(torch.rand(4, 1, 2, 2))  # exactly up to the budget is fine
+    assert ledger.total == 10 and ledger.budget_report()["remaining"] == 0
+
+
+def test_per_api_budget_spans_the_run_and_later_stages_continue_the_ledger():
+    invert = QueryLedger(budget_per_api=8)
+    invert.phase = "invert"
+    CountingAPI(invert, "a").query(torch.rand(5, 1, 2, 2))
+    distill = QueryLedger(budget=100, budget_per_api=8)
+    distill.load_state_dict(invert.summary())
+    distill.phase = "distill"
+    a, b = CountingAPI(distill, "a"), CountingAPI(distill, "b")
+    b.query(torch.rand(8, 1, 2, 2))
+    with pytest.raises(BudgetExhausted, match="would take API a to 9 images") as err:
+        a.query(torch.rand(4, 1, 2, 2))
+    assert err.value.scope == "per API" and err.value.remaining == 3 and a.received == 0
+    assert distill.summary() == {"total": 13, "calls": 4, "per_phase": {"invert": 5, "distill": 8},
+                                 "per_api": {"a": 5, "b": 8}}
+
+
+def test_config_choices_follow_the_registries():
+    assert set(BACKEND_CHOICES) == set(BACKENDS) and set(ANSWERS) == set(MODES)
+
+
+def _params(**apis) -> dict:
+    params = load_params(ROOT / "params.yaml")
+    params["apis"].update(apis)
+    return params
+
+
+def test_whitebox_needs_the_inprocess_backend():
+    with pytest.raises(ParamError, match="invert.gradient: exact .* needs the API weights.*apis.backend is 'http'"):
+        open_apis(_params(backend="http"), QueryLedger(), torch.device("cpu"), whitebox=True)
+
+
+def test_http_backend_checks_the_server_answers_as_params_say(monkeypatch):
+    class Remote:
+        answer = MODES["topk"](AnswerSettings("topk", topk=3))
+
+    seen = {}
+
+    def fake_pool(url, ledger, chunk, timeout, retry, answer, label_smoothing):
+        seen.update(url=url, chunk=chunk, answer=answer, retries=retry.retries)
+        return [Remote()]
+
+    monkeypatch.setattr("dfml.api.backends.open_http_pool", fake_pool)
+    with pytest.raises(APIAccessError, match="answers topk with topk = 3, params.yaml has apis.topk: 2"):
+        open_apis(_params(backend="http", answer="topk", topk=2), QueryLedger(), torch.device("cpu"))
+    assert seen == {"url": "http://127.0.0.1:8000", "chunk": 1024, "answer": "topk", "retries": 4}
+    assert len(open_apis(_params(backend="http", answer="topk", topk=3), QueryLedger(), torch.device("cpu"))) == 1
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("backend", "grpc", "apis.backend: must be one of 'inprocess', 'http'"),
+    ("answer", "logits", "apis.answer: must be one of 'probs', 'topk', 'label', 'rounded'"),
+    ("label_smoothing", 1.0, "apis.label_smoothing: must be a number >= 0 and < 1"),
+    ("budget_images", 0, "apis.budget_images: must be an integer >= 1 or null"),
+    ("http", {"url": "127.0.0.1:8000", "timeout": 30, "retries": 4}, "apis.http.url: must be an http:// or https://"),
+])
+def test_bad_api_params_are_named(key, value, msg):
+    from dfml.config import validate
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["apis"][key] = value
+    with pytest.raises(ParamError, match=msg.replace(".", r"\.").replace("(", r"\(")):
+        validate(params)
+
+
+def test_dvc_yaml_lists_every_key_that_decides_results():
+    """Stage params in dvc.yaml: every key the stage reads except config.OPERATIONAL_KEYS (kept in step here)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    answer = {"apis.answer", "apis.topk", "apis.decimals", "apis.label_smoothing", "apis.query_chunk"}
+    reads = {"invert": answer | {"seed", "device"} | {f"invert.{k}" for k in params["invert"]},
+             "distill": answer | {"seed", "device", "apis.ways"} | {f"invert.{k}" for k in params["invert"]}
+             | {f"distill.{k}" for k in params["distill"]}}
+    for stage, keys in reads.items():
+        listed = set(stages[stage]["params"])
+        assert keys - set(OPERATIONAL_KEYS) == listed, f"dvc.yaml stage {stage}: params to add or remove"
+
+
+def test_fingerprint_ignores_budgets_backend_and_checkpoint_interval():
+    params = load_params(ROOT / "params.yaml")
+    base = fingerprint(result_params(params, "seed", "apis", "invert", "distill"))
+    other = copy.deepcopy(params)
+    other["apis"].update(budget_images=5, budget_images_per_api=3, backend="http")
+    other["invert"]["checkpoint_every"] = 7
+    other["distill"]["checkpoint_every"] = 0
+    assert fingerprint(result_params(other, "seed", "apis", "invert", "distill")) == base
+    other["invert"]["q"] += 1
+    assert fingerprint(result_params(other, "seed", "apis", "invert", "distill")) != base
+
+
+def test_checkpoint_with_other_fingerprint_is_ignored_and_cleared(tmp_path, capsys):
+    Checkpoint(tmp_path / "ck" / "distill", "aaaa", "distill").save({"iteration": 3}, {"iteration": 3})
+    assert Checkpoint(tmp_path / "ck" / "distill", "aaaa", "distill").load()["iteration"] == 3
+    assert Checkpoint(tmp_path / "ck" / "distill", "bbbb", "distill").load() is None
+    assert "ignoring the checkpoint in" in capsys.readouterr().out and not (tmp_path / "ck").exists()
+
+
+# ---------------------------------------------------------------- sampler and trainer state (in-process, fast)
+
+def _bidf():
+    """test_bidf's two sealed APIs, their banks and a sampler, plus a trainer: ``(sampler, trainer, ledger)``."""
+    ledger, model, sampler = _setup(q=2)
+    trainer = MetaTrainer(model, 1, 0.1, 1e-2, True, 2.0, validate=lambda p: float(p["head.weight"].detach().sum()))
+    return sampler, trainer, ledger
+
+
+def test_sampler_and_trainer_state_resume_exactly(tmp_path):
+    path = tmp_path / "ck.pt"
+
+    def save_at_3(sampler, trainer, undo):
+        return lambda it: it == 3 and torch.save({"trainer": trainer.state_dict(),
+                                                  "sampler": sampler.state_dict(sorted(undo.changed))}, path)
+
+    sampler, trainer, ledger = _bidf()
+    undo = IterationUndo(sampler, ledger, active=False)
+    trainer.run(5, sampler, val_every=2, after_iteration=save_at_3(sampler, trainer, undo))
+    assert undo.changed == {0, 1}  # boundary queries from iteration 2 on changed both inversion states
+    whole, curve = copy.deepcopy(trainer.model.state_dict()), [r["val_acc"] for r in trainer.curve]
+
+    sampler, trainer, _ = _bidf()
+    saved = torch.load(path, weights_only=True)
+    trainer.load_state_dict(saved["trainer"])
+    sampler.load_state_dict(saved["sampler"])
+    trainer.run(5, sampler, val_every=2)
+    assert _equal(trainer.model.state_dict(), whole) and [r["val_acc"] for r in trainer.curve] == curve
+    assert [r["iteration"] for r in trainer.curve] == [0, 2, 4, 5]
+
+
+def test_rollback_undoes_a_half_done_meta_iteration():
+    sampler, trainer, ledger = _bidf()
+    undo = IterationUndo(sampler, ledger, active=True)
+    trainer.run(2, sampler, val_every=2)
+    before, changed, sent = copy.deepcopy(sampler.state_dict()), set(undo.changed), ledger.total
+    undo.begin()
+    cfg, rows = sampler.cfg, sampler.ways * sampler.cfg["query_shots"]
+    per_task = cfg["boundary_steps"] * (2 + 1) * rows + rows
+    ledger.budget = sent + per_task + rows  # the first boundary task goes out, the second is refused
+    with pytest.raises(BudgetExhausted):
+        trainer.step(sampler(3))
+    undo.rollback()
+    assert _equal(sampler.state_dict(), before) and undo.changed == changed
+    assert ledger.discarded == ledger.total - sent == per_task
+
+
+# ---------------------------------------------------------------- the stages themselves (subprocesses)
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Prepared data and the tiny API pool, made once: ``(folder, env)``."""
+    root = tmp_path_factory.mktemp("inputs")
+    env = tiny_env(root, OMP_NUM_THREADS="1")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(RESUMABLE), sort_keys=False))
+    for stage in ("prepare", "pretrain"):
+        _stage(stage, root, env)
+    return root, env
+
+
+def _workspace(path: Path, inputs, *overrides: dict) -> Path:
+    """A stage working folder with the prepared data and pool of `inputs` and the tiny resumable params."""
+    root, _ = inputs
+    path.mkdir()
+    for name in ("data/prepared", "models/apis", "metrics/data.json", "metrics/apis.json"):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (root / name).is_dir() else shutil.copy2)(root / name, path / name)
+    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(RESUMABLE, *overrides), sort_keys=False))
+    return path
+
+
+def _set_budget(work: Path, images: int | None) -> None:
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["apis"]["budget_images"] = images
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _stage(stage: str, work: Path, env: dict, code: int = 0) -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=STAGE_SECONDS)
+    assert out.returncode == code, f"{stage} exited {out.returncode}, not {code}:\n{out.stdout[-3000:]}\n" \
+                                   f"{out.stderr[-3000:]}"
+    return out.stdout + out.stderr
+
+
+def _kill_at_checkpoint(stage: str, work: Path, env: dict, ready) -> dict:
+    """Start `stage`, SIGKILL it as soon as its checkpoint summary satisfies `ready`; that summary."""
+    summary = work / "checkpoints" / stage / "state.json"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + STAGE_SECONDS
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                state = json.loads(summary.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                state = None
+            if state is not None and ready(state):
+                os.kill(proc.pid, signal.SIGKILL)
+                assert proc.wait(timeout=30) == -signal.SIGKILL
+                return state
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    pytest.fail(f"{stage} ended (exit {proc.returncode}) before a checkpoint to kill it at appeared")
+
+
+def _result(work: Path) -> dict:
+    """What a run produced: metrics, the model checkpoint and the bank."""
+    bank = {p.stem: torch.load(p, weights_only=True) for p in sorted((work / "data" / "bank").glob("*.pt"))}
+    return {"invert": json.loads((work / "metrics" / "invert.json").read_text()),
+            "distill": json.loads((work / "metrics" / "distill.json").read_text()),
+            "model": torch.load(work / "models" / "bidf_mkd.pt", weights_only=True), "bank": bank}
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _assert_same_run(got: dict, want: dict) -> None:
+    for key in ("best_iteration", "best_val_acc", "last_val_acc", "iterations", "complete"):
+        assert got["distill"][key] == want["distill"][key], key
+    assert got["invert"]["api_agreement_pct"] == want["invert"]["api_agreement_pct"]
+    assert _equal(got["model"], want["model"]), "model checkpoints differ"
+    assert _equal(got["bank"], want["bank"]), "recovered banks differ"
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory):
+    """The uninterrupted run without a budget (in this process: the subprocess runs match it bit for bit)."""
+    work = _workspace(tmp_path_factory.mktemp("reference") / "w", inputs)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _in_process(("invert", "distill"), work, monkeypatch)
+    assert not (work / "checkpoints").exists()
+    return _result(work)
+
+
+def test_reference_run_spends_as_planned(reference):
+    assert reference["invert"]["ledger"] == {"total": 3 * API, "calls": 3 * 7, "per_phase": {"invert": 3 * API},
+                                             "per_api": {f"api_00{i}": API for i in range(3)}}
+    assert reference["distill"]["api_images_distill"] == 12 * 2 * BOUNDARY  # iterations 5..16, 2 API tasks each
+
+
+def test_budget_stops_cleanly_and_a_larger_budget_resumes_to_the_same_result(tmp_path, inputs, reference,
+                                                                              monkeypatch, capsys):
+    env = inputs[1]
+    work = _workspace(tmp_path / "w", inputs)
+    _set_budget(work, API + 2 * STEP)  # api_000 done, api_001 two steps in: the third step would pass it
+    out = _stage("invert", work, env, code=3)
+    assert "[invert] stopped: API image budget exhausted" in out and CONTINUE in out
+    assert "1 of 3 APIs inverted, api_001 at step 2 of 6" in out
+    spent = json.loads((work / "metrics" / "invert.json").read_text())
+    assert spent["complete"] is False and spent["budget"]["remaining"] == 0
+    assert spent["ledger"]["per_api"] == {"api_000": API, "api_001": 2 * STEP}
+    assert not (work / "data" / "bank").exists() and (work / "checkpoints" / "invert" / "api_000.pt").is_file()
+
+    # invert finishes; distill stops in meta-iteration 8, its first boundary task answered, its second refused
+    _set_budget(work, 3 * API + 3 * 2 * BOUNDARY + BOUNDARY + 10)
+    _in_process(("invert",), work, monkeypatch)
+    assert "resuming from checkpoints/invert: 1 of 3 APIs done, api_001 at step 2" in capsys.readouterr().out
+    out = _stage("distill", work, env, code=3)
+    assert "[distill] stopped" in out and "7 of 16 meta-iterations" in out and CONTINUE in out
+    spent = json.loads((work / "metrics" / "distill.json").read_text())
+    assert spent["ledger"]["total"] == 3 * API + 3 * 2 * BOUNDARY + BOUNDARY
+    assert spent["ledger"]["discarded"] == BOUNDARY  # the half-done iteration is redone; its images stay spent
+
+    _set_budget(work, None)
+    _in_process(("distill",), work, monkeypatch)
+    assert "resuming from checkpoints/distill at meta-iteration 7 of 16" in capsys.readouterr().out
+    got = _result(work)
+    _assert_same_run(got, reference)
+    assert got["distill"]["ledger"]["total"] == reference["distill"]["ledger"]["total"] + BOUNDARY
+    assert not (work / "checkpoints").exists()
+
+
+def test_killed_stages_resume_to_the_uninterrupted_result(tmp_path, inputs, reference, monkeypatch, capsys):
+    env = inputs[1]
+    work = _workspace(tmp_path / "w", inputs)
+    at = _kill_at_checkpoint("invert", work, env, lambda s: s["apis_done"] >= 1)
+    assert at["apis_done"] < 3 and not (work / "data" / "bank").exists()
+    _in_process(("invert",), work, monkeypatch)  # a fresh run in this process: quicker than a subprocess
+    assert "resuming from checkpoints/invert" in capsys.readouterr().out
+    at = _kill_at_checkpoint("distill", work, env, lambda s: s["iteration"] >= 6)  # boundary queries under way
+    assert at["iteration"] < 16 and not (work / "metrics" / "distill.json").exists()
+    _in_process(("distill",), work, monkeypatch)
+    assert "resuming from checkpoints/distill" in capsys.readouterr().out
+    got = _result(work)
+    _assert_same_run(got, reference)
+    assert got["distill"]["ledger"] == reference["distill"]["ledger"]  # counts restored with the checkpoint
+    assert not (work / "checkpoints").exists()
+
+
+def _in_process(stages: tuple[str, ...], work: Path, monkeypatch) -> None:
+    """Run stage scripts' `run` in this process (faster than subprocesses; one thread, as they have)."""
+    monkeypatch.chdir(work)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the module-scoped reference fixture runs before the autouse one
+    try:
+        for stage in stages:
+            runpy.run_path(str(ROOT / "stages" / f"{stage}.py"))["run"](load_params("params.yaml"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_stale_checkpoints_are_ignored(tmp_path, inputs, reference, monkeypatch, capsys):
+    work = _workspace(tmp_path / "w", inputs)
+    for stage, state in (("invert", {"done": 2}), ("distill", {"iteration": 9})):
+        Checkpoint(work / "checkpoints" / stage, "made-with-other-params", stage).save(state, {})
+    (work / "checkpoints" / "invert" / "api_000.pt").write_bytes(b"not a bank entry")
+    _in_process(("invert", "distill"), work, monkeypatch)
+    out = capsys.readouterr().out
+    for stage in ("invert", "distill"):
+        assert f"[{stage}] ignoring the checkpoint in checkpoints/{stage}: it was made with other params" in out
+    _assert_same_run(_result(work), reference)
+
+
+@pytest.mark.parametrize("mode", ["topk", "label", "rounded"])
+def test_each_answer_mode_runs_through_invert_and_distill(tmp_path, inputs, monkeypatch, mode):
+    work = _workspace(tmp_path / "w", inputs, {"apis": {"answer": mode}, "invert": {"steps": 2},
+                                               "distill": {"iterations": 6, "val_every": 3}})
+    _in_process(("invert", "distill"), work, monkeypatch)
+    probs = torch.load(work / "data" / "bank" / "api_000.pt", weights_only=True)["probs"].flatten(0, 1)  # [20, 5]
+    assert torch.allclose(probs.sum(1), torch.ones(20), atol=1e-5)
+    if mode == "label":
+        assert torch.equal(probs.max(1).values, torch.ones(20))  # one-hot
+    elif mode == "topk":  # the 3 classes outside the top 2 share what is left evenly
+        rest = probs.sort(1).values[:, :3]
+        assert torch.allclose(rest, rest[:, :1].expand(-1, 3))
+    distill = json.loads((work / "metrics" / "distill.json").read_text())
+    assert distill["complete"] and distill["api_images_total"] == 3 * (2 * STEP + 20) + 2 * 2 * BOUNDARY
+
+
+@pytest.mark.slow
+def test_tiny_chain_over_http_equals_inprocess(tmp_path):
+    """`dvc repro` with apis.backend: http against a real `dfml serve` on loopback, then in-process: same results."""
+    from test_http import TOKEN, serving
+
+    over = {"apis": {"backend": "http", "query_chunk": 64}, "distill": {"memory_tasks": 0}}  # max_batch 64
+    repo, env = make_tiny_repo(tmp_path, tiny_params(over), OMP_NUM_THREADS="1", DFML_API_TOKEN=TOKEN)
+    _run(DVC + ["repro", "pretrain"], repo, env)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    with serving(repo / "models" / "apis", tmp_path / "serve.log") as (url, _, _):
+        params["apis"]["http"]["url"] = url
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        _run(DVC + ["repro", "distill"], repo, env)
+    log = (tmp_path / "serve.log").read_text()
+    assert "api=api_002 images=" in log  # the queries went over HTTP
+    over_http = _result(repo)
+    assert over_http["invert"]["ledger"]["per_api"] == {f"api_00{i}": 3 * STEP + 20 for i in range(3)}
+
+    params["apis"]["backend"] = "inprocess"  # not a stage param (it never changes results): force the reruns
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in ("invert", "distill"):
+        _run(DVC + ["repro", "--force", "--single-item", stage], repo, env)
+    local = _result(repo)
+    _assert_same_run(over_http, local)
+    for key in ("invert", "distill"):
+        assert over_http[key]["ledger"] == local[key]["ledger"]
