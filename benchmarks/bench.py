@@ -56,7 +56,7 @@ class RandomConv4API(BlackBoxAPI):
     def __init__(self, ledger, device, seed, chunk):
         super().__init__(f"bench_{seed}", 5, (1, 28, 28), ledger, chunk)
         torch.manual_seed(seed)
-        self._net = build_classifier("conv4", 1, 5, 28).to(device).eval()
+        self._net = build_classifier("conv4", 1, 5, 28).to(device).to(memory_format=torch.channels_last).eval()  # as InProcessAPI
         self._device = device
 
     @torch.no_grad()

@@ -98,3 +98,30 @@ def test_boundary_term_sign_and_mask():
     assert out[0] < ce[0]
     assert out[1].item() == pytest.approx(ce[1].item())  # disagree: eta = 0, no KD term
     assert torch.equal(boundary_loss(api_probs, student, y, lam=0.0), ce)
+
+
+def test_episode_adaptation_same_for_any_worker_count_and_matches_vmap():
+    """The CPU thread pool gives bit-identical logits for 1 and 3 workers, and the functorch (vmap) path's
+    logits up to float error: the episodes are independent, whatever runs them."""
+    from torch.func import functional_call, grad, vmap
+
+    from dfml.meta.functional import _single_threaded_episodes, get_params
+    from dfml.models.conv4 import Conv4
+
+    torch.manual_seed(0)
+    model = Conv4(1, 3, 16, hidden=8, track_bn_stats=False)
+    params = {k: v.detach() for k, v in get_params(model).items()}
+    xs, xq = torch.rand(5, 6, 1, 16, 16), torch.rand(5, 9, 1, 16, 16)
+    ys = torch.tensor([0, 0, 1, 1, 2, 2]).expand(5, -1)
+    one = _single_threaded_episodes(model, params, xs, ys, xq, 3, 0.2, workers=1)
+    three = _single_threaded_episodes(model, params, xs, ys, xq, 3, 0.2, workers=3)
+    assert one.shape == (5, 9, 3) and torch.equal(one, three)
+
+    def run(x, y, q):
+        p = params
+        for _ in range(3):
+            g = grad(lambda pp: F.cross_entropy(functional_call(model, pp, (x,)), y))(p)
+            p = {k: p[k] - 0.2 * g[k] for k in p}
+        return functional_call(model, p, (q,))
+
+    torch.testing.assert_close(vmap(run)(xs, ys, xq), one, atol=1e-4, rtol=1e-4)

@@ -14,7 +14,7 @@ from dfml.baselines.students import minibatches
 from dfml.config import EVAL_MODELS, validate
 from dfml.data.prepared import load_prepared, save_prepared
 from dfml.data.sources import RawDataset
-from dfml.evaluation.models import MODELS
+from dfml.evaluation.models import MODELS, save_random_init
 from dfml.evaluation.merge import merge
 from dfml.evaluation.runner import evaluate_model
 from dfml.meta.losses import kd_loss
@@ -200,6 +200,10 @@ def test_per_model_evaluation_and_merge(tmp_path, monkeypatch):
     params = _params()
     for name in BASELINES:
         run_baseline(name, params, root)
+    write_json(root / "metrics/data.json", {"channels": 1, "image_size": SIZE})
+    init = torch.load(save_random_init(params, root), weights_only=False)
+    seeded = build_meta_model("conv4", 1, WAYS, SIZE, derive_seed(params["seed"], "meta-init"))
+    assert all(torch.equal(init["state_dict"][k], v) for k, v in seeded.state_dict().items())
     monkeypatch.chdir(root)
     for name in params["evaluate"]["models"]:
         evaluate_model(name, params, root)
@@ -248,10 +252,9 @@ def test_registries_params_and_dvc_yaml_agree():
     assert set(params["baselines"]) == set(BASELINES)
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["baseline"]["foreach"] == list(BASELINES)
-    evaluated = stages["evaluate_model"]["foreach"]
-    assert set(params["evaluate"]["models"]) <= set(evaluated)
+    assert stages["evaluate_model"]["foreach"] == "${evaluate.models}"
     merge_deps = set(stages["evaluate"]["deps"])
-    for name in evaluated:
+    for name in set(MODELS) - {"bidf_mkd_whitebox"}:
         assert set(MODELS[name].cost.files()) <= merge_deps, f"evaluate must depend on {name}'s cost files"
 
 
@@ -262,6 +265,9 @@ def test_evaluate_models_must_be_known_and_unique():
         validate(params)
     params["evaluate"]["models"] = ["random", "random"]
     with pytest.raises(Exception, match="lists a model twice"):
+        validate(params)
+    params["evaluate"]["models"] = ["random", "bidf_mkd_whitebox"]
+    with pytest.raises(Exception, match="bidf_mkd_whitebox needs the invert_whitebox / distill_whitebox stages"):
         validate(params)
     params["evaluate"]["models"] = ["random"]
     params["baselines"]["single_dfkd"]["head"] = "mean"

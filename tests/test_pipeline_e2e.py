@@ -124,10 +124,12 @@ def test_dvc_repro_tiny_chain(tmp_path):
     dvc = DVC
     _run(dvc + ["repro"], repo, env)
 
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["models"]
+    assert default == MODELS[:3]  # the default run evaluates random, maml_real and bidf_mkd
     shown = json.loads(_run(dvc + ["metrics", "show", "--json"], repo, env))
     metrics = next(iter(shown.values()))["data"]
     ev = metrics["metrics/eval.json"]["data"]
-    assert list(ev) == MODELS
+    assert list(ev) == MODELS[:3]
     for model in ev.values():
         for shot in ("1shot", "2shot"):
             assert 0.0 <= model[shot]["acc"] <= 100.0 and model[shot]["ci95"] >= 0.0
@@ -139,25 +141,36 @@ def test_dvc_repro_tiny_chain(tmp_path):
     assert ev["random"]["api_images"] == ev["maml_real"]["api_images"] == 0 == ev["random"]["seconds"]
     assert ev["bidf_mkd"]["api_images"] == dist["api_images_total"]
     assert ev["bidf_mkd"]["seconds"] == pytest.approx(inv["seconds"] + dist["seconds"], abs=0.02)
-    assert ev["best_api"]["api_images"] == inv["api_images"] // 3
-    assert ev["single_dfkd"]["api_images"] == ev["distill_avg"]["api_images"] == inv["api_images"]
-    for name in BASELINES:
+    for name in BASELINES:  # trained by the default run, evaluated on request
         own = metrics[f"metrics/{name}.json"]["data"]
         assert own["steps"] == TINY["baselines"][name]["steps"] and own["final_loss"] >= 0
-        assert ev[name]["seconds"] == pytest.approx(inv["seconds"] + own["seconds"], abs=0.02)
-    episodes = (repo / "plots" / "episodes.csv").read_text().splitlines()
-    assert len(episodes) == 1 + len(MODELS) * 2 * 10
-    assert "| `distill_avg` |" in (repo / "plots" / "summary.md").read_text()
+    assert len((repo / "plots" / "episodes.csv").read_text().splitlines()) == 1 + 3 * 2 * 10
 
     # nothing changed: nothing runs
     assert "didn't change, skipping" in _run(dvc + ["repro"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny results"], repo, env)
     # an evaluation setting invalidates every model's evaluation, the models list only the merge (dvc status)
-    assert _changed_by(repo, env, {"evaluate": {"adapt_steps": 3}}) == {f"evaluate_model@{m}" for m in MODELS}
+    assert _changed_by(repo, env, {"evaluate": {"adapt_steps": 3}}) == {f"evaluate_model@{m}" for m in MODELS[:3]}
     assert _changed_by(repo, env, {"evaluate": {"models": MODELS[:2]}}) == {"evaluate"}
     # a distill param invalidates distill alone (then, through its checkpoint, bidf_mkd's evaluation), never invert
     assert _changed_by(repo, env, {"distill": {"inner_lr": 0.05}}) == {"distill"}
+
+    # scripts/compare.sh's experiment: adding the baselines runs their evaluations only
+    out = _run(dvc + ["exp", "run", "-S", f"evaluate.models=[{','.join(MODELS)}]"], repo, env)
+    _assert_ran(out, {f"evaluate_model@{m}" for m in BASELINES} | {"evaluate"})
+    ev = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert list(ev) == MODELS
+    assert ev["best_api"]["api_images"] == inv["api_images"] // 3
+    assert ev["single_dfkd"]["api_images"] == ev["distill_avg"]["api_images"] == inv["api_images"]
+    for name in BASELINES:
+        own = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert ev[name]["seconds"] == pytest.approx(inv["seconds"] + own["seconds"], abs=0.02)
+    assert len((repo / "plots" / "episodes.csv").read_text().splitlines()) == 1 + len(MODELS) * 2 * 10
+    assert "| `distill_avg` |" in (repo / "plots" / "summary.md").read_text()
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "every model"], repo, env)
+
     # one baseline's param reruns that baseline and its evaluation only (a real experiment)
     out = _run(dvc + ["exp", "run", "-S", "baselines.best_api.steps=4"], repo, env)
     _assert_ran(out, {"baseline@best_api", "evaluate_model@best_api", "evaluate"})

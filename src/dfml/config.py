@@ -248,6 +248,9 @@ def _cross_checks(p: dict) -> list[str]:
     models = p["evaluate"]["models"]
     if len(set(models)) != len(models):
         errs.append(f"evaluate.models lists a model twice ({models}); list each once")
+    if "bidf_mkd_whitebox" in models:
+        errs.append("evaluate.models: bidf_mkd_whitebox needs the invert_whitebox / distill_whitebox stages, which "
+                    "are not built yet; remove it from the list")
     need = p["distill"]["support_shots"] + p["distill"]["query_shots"]
     if need > p["invert"]["images_per_class"]:
         errs.append(f"invert.images_per_class ({p['invert']['images_per_class']}) must be at least "

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.prepared import Prepared
 from ..meta.runs import build_meta_model
-from ..utils import derive_seed, read_json
+from ..utils import derive_seed, read_json, torch_save_atomic
 
 
 @dataclass
@@ -65,10 +65,20 @@ class ModelSpec:
     cost: Cost = field(default_factory=Cost)
 
 
-def _random(params: dict, data: Prepared, device: torch.device) -> Candidate:
-    m = build_meta_model("conv4", data.channels, params["evaluate"]["ways"], data.image_size,
-                         derive_seed(params["seed"], "meta-init")).to(device)
-    return Candidate(m, {k: v.detach() for k, v in m.named_parameters()}, None, {"init": "random (seeded)"})
+RANDOM = "models/random.pt"
+
+
+def save_random_init(params: dict, root: Path) -> Path:
+    """Write the `random` model: the seeded meta-model initialisation that `distill` and `maml_real` start from
+    (``derive_seed(seed, "meta-init")``), in the checkpoint format of the baselines (``root/models/random.pt``)."""
+    data = read_json(root / "metrics/data.json")
+    m = build_meta_model("conv4", data["channels"], params["evaluate"]["ways"], data["image_size"],
+                         derive_seed(params["seed"], "meta-init"))
+    path = root / RANDOM
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch_save_atomic({"name": "random", "arch": "conv4", "state_dict": m.state_dict(),
+                       "info": {"init": "random (seeded)"}}, path)
+    return path
 
 
 def _load(path: str, params: dict, data: Prepared, device: torch.device) -> tuple[nn.Module, dict]:
@@ -111,7 +121,7 @@ def _baseline(name: str) -> ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "random": ModelSpec(_random),
+    "random": ModelSpec(_distilled(RANDOM)),
     "maml_real": ModelSpec(_meta_learned("models/maml_real.pt"), Cost(None, (("metrics/maml_real.json", "seconds"),))),
     "bidf_mkd": ModelSpec(_meta_learned("models/bidf_mkd.pt"),
                           Cost(("metrics/distill.json", "api_images_total"),

@@ -54,6 +54,7 @@ def new_state(num_classes: int, per_class: int, channels: int, image_size: int, 
               device: torch.device) -> InversionState:
     torch.manual_seed(seed)
     gen = Generator(cfg["latent_dim"], channels, image_size, cfg["generator_width"]).to(device)
+    gen = gen.to(memory_format=torch.channels_last)  # generator fwd+bwd 1.5x faster on CPU (measured, width 64)
     z = torch.nn.Parameter(torch.randn(num_classes * per_class, cfg["latent_dim"], device=device))
     y = torch.arange(num_classes, device=device).repeat_interleave(per_class)
     opt = torch.optim.Adam([{"params": gen.parameters(), "lr": cfg["lr_generator"]},

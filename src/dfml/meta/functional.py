@@ -6,6 +6,8 @@ and a model is fully described by a dict ``{name: tensor}``.
 
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
@@ -39,13 +41,69 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, target: torch.Tenso
     return params
 
 
+def _adapt_one(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor,
+               steps: int, lr: float) -> torch.Tensor:
+    """One episode with plain autograd: `steps` SGD steps on ``(xs, ys)``, then ``[M, N]`` query logits."""
+    p = {k: v.detach().requires_grad_() for k, v in params.items()}
+    for _ in range(steps):
+        loss = F.cross_entropy(functional_call(model, p, (xs,)), ys)
+        grads = torch.autograd.grad(loss, list(p.values()))
+        p = {k: (v - lr * g).detach().requires_grad_() for (k, v), g in zip(p.items(), grads)}
+    with torch.no_grad():
+        return functional_call(model, p, (xq,))
+
+
+def map_single_threaded(fn: Callable[[int, object], object], items: list, workers: int) -> list:
+    """``[fn(worker, item) for item in items]`` on `workers` Python threads, each op with one intra-op thread.
+
+    For CPU work made of many small ops (one episode, one task), where two
+    intra-op threads mostly wait on each other. Item ``i`` runs on worker
+    ``i % workers``, and each op runs single-threaded, so results do not depend
+    on `workers` or on scheduling. `fn` must not share an ``nn.Module`` across
+    workers (``functional_call`` swaps a module's parameters while it runs):
+    index per-worker replicas with its first argument.
+    """
+    out: list = [None] * len(items)
+
+    def work(w: int) -> None:
+        for i in range(w, len(items), workers):
+            out[i] = fn(w, items[i])
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(work, w) for w in range(workers)]:
+                f.result()
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def cpu_workers(n_items: int) -> int:
+    """Workers for :func:`map_single_threaded`: one per intra-op thread, at most one per item."""
+    return max(1, min(torch.get_num_threads(), n_items))
+
+
+def _single_threaded_episodes(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor,
+                              xq: torch.Tensor, steps: int, lr: float, workers: int) -> torch.Tensor:
+    """:func:`_adapt_one` on each episode, over `workers` threads with one model replica each."""
+    replicas = [copy.deepcopy(model) for _ in range(workers)]
+    return torch.stack(map_single_threaded(
+        lambda w, i: _adapt_one(replicas[w], params, xs[i], ys[i], xq[i], steps, lr), list(range(xs.shape[0])),
+        workers))
+
+
 def adapt_and_predict_batched(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor,
                               xq: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
     """Adapt to E episodes with cross-entropy and return query logits.
 
-    On CUDA the episodes run together under ``torch.func.vmap``; on CPU a loop over
-    episodes is used instead, because vmapped convolutions become grouped
-    convolutions there and ran 2.5x slower (measured, Conv4 at 28 px, 2 cores).
+    On CUDA the episodes run together under ``torch.func.vmap``. On CPU,
+    vmapped convolutions become grouped convolutions and ran 2.5x slower
+    (measured, Conv4 at 28 px, 2 cores), and one episode's small convolutions
+    do not keep two intra-op threads busy; so episodes are spread over one
+    single-threaded worker per CPU thread (``torch.get_num_threads()``). Results
+    do not depend on the number of workers.
 
     Args:
         xs: ``[E, N*K, C, H, W]`` support images; ys: ``[E, N*K]`` labels.
@@ -54,19 +112,18 @@ def adapt_and_predict_batched(model: nn.Module, params: Params, xs: torch.Tensor
         ``[E, M, N]`` logits of the adapted models (BN uses each set's batch statistics).
     """
     params = {k: v.detach() for k, v in params.items()}
-
-    def support_loss(p, x, y):
-        return F.cross_entropy(functional_call(model, p, (x,)), y)
-
-    def one(p, x, y, q):
-        for _ in range(steps):
-            g = grad(support_loss)(p, x, y)
-            p = {k: p[k] - lr * g[k] for k in p}
-        return functional_call(model, p, (q,))
-
     if xs.device.type == "cuda":
+        def support_loss(p, x, y):
+            return F.cross_entropy(functional_call(model, p, (x,)), y)
+
+        def one(p, x, y, q):
+            for _ in range(steps):
+                g = grad(support_loss)(p, x, y)
+                p = {k: p[k] - lr * g[k] for k in p}
+            return functional_call(model, p, (q,))
+
         return vmap(one, in_dims=(None, 0, 0, 0))(params, xs, ys, xq)
-    return torch.stack([one(params, xs[e], ys[e], xq[e]) for e in range(xs.shape[0])])
+    return _single_threaded_episodes(model, params, xs, ys, xq, steps, lr, cpu_workers(xs.shape[0]))
 
 
 def forward_groups(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
