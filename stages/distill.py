@@ -95,7 +95,8 @@ def run(params: dict) -> None:
         kept = (f"{trainer.iteration} of {cfg['iterations']} meta-iterations, in {ck.folder}; "
                 f"what was spent: {METRICS}")
         raise BudgetStop(stop_message(exc, ledger, kept)) from exc
-    info = {"arch": "conv4", "inner_lr": cfg["inner_lr"], "inner_steps": cfg["inner_steps"]}
+    info = {"arch": "conv4", "inner_lr": cfg["inner_lr"], "inner_steps": cfg["inner_steps"],
+            "cost": {"api_images": ledger.total, "seconds": round(invert["seconds"] + trainer.elapsed, 2)}}
     chosen = save_run(trainer, "bidf_mkd", info, Path("models/bidf_mkd.pt"), Path("plots/distill_curve.csv"),
                       Path("plots/distill_curve.png"), "BiDf-MKD (data-free, black-box)")
     write_json(METRICS, {"complete": True, "iterations": cfg["iterations"], **chosen,

@@ -29,7 +29,8 @@ def run(params: dict) -> None:
                               derive_seed(seed, "maml-tasks") % 1_000_000, device)
     with timer() as t:
         trainer.run(cfg["iterations"], tasks, cfg["val_every"], desc="MAML (real data)")
-    info = {"arch": "conv4", "inner_lr": cfg["inner_lr"], "inner_steps": cfg["inner_steps"]}
+    info = {"arch": "conv4", "inner_lr": cfg["inner_lr"], "inner_steps": cfg["inner_steps"],
+            "cost": {"api_images": 0, "seconds": round(t["seconds"], 2)}}
     chosen = save_run(trainer, "maml_real", info, Path("models/maml_real.pt"), Path("plots/maml_real_curve.csv"),
                       Path("plots/maml_real_curve.png"), "MAML on real meta-train images")
     write_json(Path("metrics/maml_real.json"), {"iterations": cfg["iterations"], **chosen,

@@ -11,7 +11,7 @@ from conftest import ROOT
 from dfml.baselines import BASELINES, HEADS, Setting, distill_student, load_bank, restricted_logits, run_baseline
 from dfml.baselines import methods
 from dfml.baselines.students import minibatches
-from dfml.config import EVAL_MODELS, validate
+from dfml.config import BASELINE_NAMES, EVAL_MODELS, validate
 from dfml.data.prepared import load_prepared, save_prepared
 from dfml.data.sources import RawDataset
 from dfml.evaluation.models import MODELS, save_random_init
@@ -31,7 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _params():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["device"] = "cpu"
-    params["baselines"] = {"best_api": dict(TINY), "single_dfkd": {**TINY, "head": "zero"}, "distill_avg": dict(TINY)}
+    params["baselines"] = {"run": ["best_api", "single_dfkd", "distill_avg"], "best_api": dict(TINY),
+                           "single_dfkd": {**TINY, "head": "zero"}, "distill_avg": dict(TINY)}
     params["evaluate"].update({"models": ["random", "best_api", "single_dfkd", "distill_avg"], "shots": [1, 2],
                                "query": 2, "episodes": 4, "val_episodes": 2, "adapt_steps": 1,
                                "lr_grid": [0.1, 0.3], "episode_batch": 4})
@@ -178,8 +179,11 @@ def test_run_baseline_writes_a_checkpoint_that_evaluate_loads(tmp_path, monkeypa
     monkeypatch.chdir(root)  # the loaders read models/<name>.pt from the working directory
     data = load_prepared(root / "data/prepared")
     for name in BASELINES:
-        cand = MODELS[name].load(params, data, torch.device("cpu"))
+        cand = MODELS[name](params, data, torch.device("cpu"))
         assert cand.own_lr is None and cand.info["checkpoint"] == f"models/{name}.pt"
+        own = json.loads((root / f"metrics/{name}.json").read_text())
+        assert cand.cost["api_images"] == own["api_images"]
+        assert cand.cost["seconds"] == pytest.approx(10 + own["seconds"], abs=0.011)  # invert's 10 s included
         assert cand.model(torch.rand(4, 1, SIZE, SIZE)).shape == (4, WAYS)
 
 
@@ -249,13 +253,11 @@ def test_registries_params_and_dvc_yaml_agree():
     assert set(EVAL_MODELS) == set(MODELS) and set(BASELINES) <= set(MODELS)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     validate(params)
-    assert set(params["baselines"]) == set(BASELINES)
+    assert set(params["baselines"]) - {"run"} == set(BASELINES) == set(BASELINE_NAMES)
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["baseline"]["foreach"] == list(BASELINES)
+    assert stages["baseline"]["foreach"] == "${baselines.run}"
     assert stages["evaluate_model"]["foreach"] == "${evaluate.models}"
-    merge_deps = set(stages["evaluate"]["deps"])
-    for name in set(MODELS) - {"bidf_mkd_whitebox"}:
-        assert set(MODELS[name].cost.files()) <= merge_deps, f"evaluate must depend on {name}'s cost files"
+    assert "models/${item}.pt" in stages["evaluate_model"]["do"]["deps"]
 
 
 def test_evaluate_models_must_be_known_and_unique():
@@ -269,6 +271,14 @@ def test_evaluate_models_must_be_known_and_unique():
     params["evaluate"]["models"] = ["random", "bidf_mkd_whitebox"]
     with pytest.raises(Exception, match="bidf_mkd_whitebox needs the invert_whitebox / distill_whitebox stages"):
         validate(params)
+    params["evaluate"]["models"] = ["random", "distill_avg"]
+    with pytest.raises(Exception, match="evaluate.models lists distill_avg, which baselines.run does not train"):
+        validate(params)
+    params["baselines"]["run"] = ["distill_avg", "distill_avg"]
+    with pytest.raises(Exception, match="baselines.run lists a baseline twice"):
+        validate(params)
+    params["baselines"]["run"] = ["distill_avg"]
+    validate(params)
     params["evaluate"]["models"] = ["random"]
     params["baselines"]["single_dfkd"]["head"] = "mean"
     with pytest.raises(Exception, match=r"baselines.single_dfkd.head: must be one of 'zero', 'random'"):

@@ -141,9 +141,7 @@ def test_dvc_repro_tiny_chain(tmp_path):
     assert ev["random"]["api_images"] == ev["maml_real"]["api_images"] == 0 == ev["random"]["seconds"]
     assert ev["bidf_mkd"]["api_images"] == dist["api_images_total"]
     assert ev["bidf_mkd"]["seconds"] == pytest.approx(inv["seconds"] + dist["seconds"], abs=0.02)
-    for name in BASELINES:  # trained by the default run, evaluated on request
-        own = metrics[f"metrics/{name}.json"]["data"]
-        assert own["steps"] == TINY["baselines"][name]["steps"] and own["final_loss"] >= 0
+    assert not any((repo / "models" / f"{name}.pt").exists() for name in BASELINES)  # trained on request
     assert len((repo / "plots" / "episodes.csv").read_text().splitlines()) == 1 + 3 * 2 * 10
 
     # nothing changed: nothing runs
@@ -156,15 +154,17 @@ def test_dvc_repro_tiny_chain(tmp_path):
     # a distill param invalidates distill alone (then, through its checkpoint, bidf_mkd's evaluation), never invert
     assert _changed_by(repo, env, {"distill": {"inner_lr": 0.05}}) == {"distill"}
 
-    # scripts/compare.sh's experiment: adding the baselines runs their evaluations only
-    out = _run(dvc + ["exp", "run", "-S", f"evaluate.models=[{','.join(MODELS)}]"], repo, env)
-    _assert_ran(out, {f"evaluate_model@{m}" for m in BASELINES} | {"evaluate"})
+    # scripts/compare.sh's experiment: adding the baselines trains and evaluates them, and nothing else
+    out = _run(dvc + ["exp", "run", "-S", f"baselines.run=[{','.join(BASELINES)}]",
+                      "-S", f"evaluate.models=[{','.join(MODELS)}]"], repo, env)
+    _assert_ran(out, {f"{s}@{m}" for m in BASELINES for s in ("baseline", "evaluate_model")} | {"evaluate"})
     ev = json.loads((repo / "metrics" / "eval.json").read_text())
     assert list(ev) == MODELS
     assert ev["best_api"]["api_images"] == inv["api_images"] // 3
     assert ev["single_dfkd"]["api_images"] == ev["distill_avg"]["api_images"] == inv["api_images"]
     for name in BASELINES:
         own = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert own["steps"] == TINY["baselines"][name]["steps"] and own["final_loss"] >= 0
         assert ev[name]["seconds"] == pytest.approx(inv["seconds"] + own["seconds"], abs=0.02)
     assert len((repo / "plots" / "episodes.csv").read_text().splitlines()) == 1 + len(MODELS) * 2 * 10
     assert "| `distill_avg` |" in (repo / "plots" / "summary.md").read_text()

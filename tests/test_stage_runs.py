@@ -278,9 +278,14 @@ def _kill_at_checkpoint(stage: str, work: Path, env: dict, ready) -> dict:
 def _result(work: Path) -> dict:
     """What a run produced: metrics, the model checkpoint and the bank."""
     bank = {p.stem: torch.load(p, weights_only=True) for p in sorted((work / "data" / "bank").glob("*.pt"))}
+    model = torch.load(work / "models" / "bidf_mkd.pt", weights_only=True)
+    # what the run spent: wall seconds, and API images that include any a budget stop discarded; checked through
+    # metrics/distill.json where it matters, not part of the model
+    cost = model.pop("cost")
+    assert cost["seconds"] > 0 and cost["api_images"] == json.loads(
+        (work / "metrics" / "distill.json").read_text())["api_images_total"]
     return {"invert": json.loads((work / "metrics" / "invert.json").read_text()),
-            "distill": json.loads((work / "metrics" / "distill.json").read_text()),
-            "model": torch.load(work / "models" / "bidf_mkd.pt", weights_only=True), "bank": bank}
+            "distill": json.loads((work / "metrics" / "distill.json").read_text()), "model": model, "bank": bank}
 
 
 def _equal(a, b) -> bool:

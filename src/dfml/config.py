@@ -87,6 +87,8 @@ OPERATIONAL_KEYS = ("apis.backend", "apis.http", "apis.budget_images", "apis.bud
                     "invert.checkpoint_every", "distill.checkpoint_every")
 # dfml.evaluation.models.MODELS (kept in step by tests/test_baselines.py)
 EVAL_MODELS = ("random", "maml_real", "bidf_mkd", "bidf_mkd_whitebox", "best_api", "single_dfkd", "distill_avg")
+# dfml.baselines.BASELINES (kept in step by tests/test_baselines.py)
+BASELINE_NAMES = ("best_api", "single_dfkd", "distill_avg")
 
 SCHEMA: dict[str, Any] = {
     "seed": _int(0),
@@ -179,6 +181,7 @@ SCHEMA: dict[str, Any] = {
         "val_query": _int(1),
     },
     "baselines": {
+        "run": _list_of(_choice(*BASELINE_NAMES), nonempty=False),
         "best_api": {"steps": _int(1), "lr": _pos(), "batch_size": _int(2), "temperature": _pos()},
         "single_dfkd": {"steps": _int(1), "lr": _pos(), "batch_size": _int(2), "temperature": _pos(),
                         "head": _choice("zero", "random")},
@@ -248,6 +251,13 @@ def _cross_checks(p: dict) -> list[str]:
     models = p["evaluate"]["models"]
     if len(set(models)) != len(models):
         errs.append(f"evaluate.models lists a model twice ({models}); list each once")
+    run = p["baselines"]["run"]
+    if len(set(run)) != len(run):
+        errs.append(f"baselines.run lists a baseline twice ({run}); list each once")
+    untrained = [m for m in models if m in BASELINE_NAMES and m not in run]
+    if untrained:
+        errs.append(f"evaluate.models lists {', '.join(untrained)}, which baselines.run does not train: add "
+                    f"{'it' if len(untrained) == 1 else 'them'} to baselines.run (or run scripts/compare.sh)")
     if "bidf_mkd_whitebox" in models:
         errs.append("evaluate.models: bidf_mkd_whitebox needs the invert_whitebox / distill_whitebox stages, which "
                     "are not built yet; remove it from the list")

@@ -24,21 +24,24 @@ def metrics_path(name: str) -> Path:
 def run_baseline(name: str, params: dict, root: Path = Path(".")) -> dict:
     """Train baseline `name` with ``params["baselines"][name]`` under `root`; return its metrics.
 
-    Writes ``models/<name>.pt`` (``{"name", "arch": "conv4", "state_dict", "info"}``, the
-    N-way initialisation) and ``metrics/<name>.json``: ``api_images`` (the `invert`
+    Writes ``models/<name>.pt`` (``{"name", "arch": "conv4", "state_dict", "info", "cost"}``, the
+    N-way initialisation; ``cost``: its API images and seconds, inversion included) and ``metrics/<name>.json``: ``api_images`` (the `invert`
     images of the APIs whose recovered tasks it used: no query is sent here),
     ``seconds`` (this training alone), the steps, losses and agreement of training.
     """
     root = Path(root)
     device = resolve_device(params["device"])
     seed_everything(derive_seed(params["seed"], "baseline", name))
-    per_api = read_json(root / INVERT_METRICS)["api_images_per_api"]
+    invert = read_json(root / INVERT_METRICS)
+    per_api = invert["api_images_per_api"]
     setting = Setting(load_bank(root / BANK), reported_accuracies(root / POOL), params["seed"], device)
     with timer() as t:
         result = BASELINES[name](setting, params["baselines"][name])
-    torch_save_atomic({"name": name, "arch": "conv4", "state_dict": result.state_dict, "info": result.info},
-                      root / checkpoint_path(name))
-    metrics = {"api_images": sum(per_api[a] for a in result.apis), "apis_used": len(result.apis), **result.info,
+    api_images = sum(per_api[a] for a in result.apis)
+    cost = {"api_images": api_images, "seconds": round(invert["seconds"] + t["seconds"], 2)}
+    torch_save_atomic({"name": name, "arch": "conv4", "state_dict": result.state_dict, "info": result.info,
+                       "cost": cost}, root / checkpoint_path(name))
+    metrics = {"api_images": api_images, "apis_used": len(result.apis), **result.info,
                **result.training, "seconds": round(t["seconds"], 2), "device": str(device)}
     write_json(root / metrics_path(name), metrics)
     return metrics

@@ -1,7 +1,7 @@
 """The merge of the per-model evaluations (stage `evaluate`): the files the report and `dvc metrics` read.
 
 ``metrics/eval.json``: per model of `evaluate.models` (in that order) each shot's ``{"acc", "ci95"}`` plus
-``api_images`` and ``seconds`` of its training (:class:`~dfml.evaluation.models.Cost`);
+``api_images`` and ``seconds`` of its training (from ``metrics/eval/<name>.json``);
 ``metrics/eval_settings.json``: the protocol and every model's adaptation settings; ``plots/episodes.csv``: every
 model's per-episode accuracies; ``plots/eval.png``: the accuracies as bars.
 """
@@ -14,7 +14,6 @@ import pandas as pd
 
 from ..reporting.plots import eval_bars_png
 from ..utils import atomic_write_bytes, read_json, write_json
-from .models import MODELS
 from .runner import model_csv, model_json
 
 
@@ -33,7 +32,7 @@ def merge(params: dict, root: Path = Path(".")) -> dict:
     protocols = {name: m["protocol"] for name, m in per_model.items()}
     if len({repr(p) for p in protocols.values()}) > 1:
         raise ValueError(f"the per-model evaluations used different episodes ({protocols}); run dvc repro")
-    results = {name: {**m["results"], **MODELS[name].cost.read(root)} for name, m in per_model.items()}
+    results = {name: {**m["results"], **m["cost"]} for name, m in per_model.items()}
     devices = sorted({m["device"] for m in per_model.values()})
     write_json(root / "metrics/eval.json", results)
     write_json(root / "metrics/eval_settings.json", {

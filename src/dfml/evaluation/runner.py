@@ -4,8 +4,8 @@ Every model meets the same seeded episodes (test: ``derive_seed(seed, "test", K)
 meta-val for the lr choice: ``derive_seed(seed, "eval-val", K)`` per shot K), so
 a change to one model's training reruns only that model's evaluation.
 
-``metrics/eval/<name>.json``: ``{"model", "results": {"<K>shot": {"acc", "ci95"}}, "settings", "protocol",
-"seconds", "device"}``; ``plots/episodes/<name>.csv``: ``model, shot, episode, acc``.
+``metrics/eval/<name>.json``: ``{"model", "results": {"<K>shot": {"acc", "ci95"}}, "cost": {"api_images",
+"seconds"} (of its training, from its checkpoint), "settings", "protocol", "seconds", "device"}``; ``plots/episodes/<name>.csv``: ``model, shot, episode, acc``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def evaluate_model(name: str, params: dict, root: Path = Path(".")) -> dict:
     ways, steps, batch = cfg["ways"], cfg["adapt_steps"], cfg["episode_batch"]
     results, settings, rows = {}, {"adapt_steps": steps}, []
     with timer() as t:
-        cand = MODELS[name].load(params, data, device)
+        cand = MODELS[name](params, data, device)
         settings.update(cand.info)
         for k in cfg["shots"]:
             test = sample_episodes(data, "test", cfg["episodes"], ways, k, cfg["query"], derive_seed(seed, "test", k))
@@ -61,7 +61,7 @@ def evaluate_model(name: str, params: dict, root: Path = Path(".")) -> dict:
             print(f"{name:>12s} {k}-shot: {acc.mean():.2f} +- {ci95(acc):.2f} (lr {lr})")
     protocol = {"episodes": cfg["episodes"], "ways": ways, "query_per_class": cfg["query"], "split": "test",
                 "bn": BN, "ci95": CI95}
-    write_json(root / model_json(name), {"model": name, "results": results, "settings": settings,
+    write_json(root / model_json(name), {"model": name, "results": results, "cost": cand.cost, "settings": settings,
                                          "protocol": protocol, "seconds": round(t["seconds"], 2),
                                          "device": str(device)})
     write_csv(rows, root / model_csv(name))
