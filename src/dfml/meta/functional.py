@@ -41,33 +41,25 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, target: torch.Tenso
     return params
 
 
-def _adapt_one(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor,
-               steps: int, lr: float) -> torch.Tensor:
-    """One episode with plain autograd: `steps` SGD steps on ``(xs, ys)``, then ``[M, N]`` query logits."""
-    p = {k: v.detach().requires_grad_() for k, v in params.items()}
-    for _ in range(steps):
-        loss = F.cross_entropy(functional_call(model, p, (xs,)), ys)
-        grads = torch.autograd.grad(loss, list(p.values()))
-        p = {k: (v - lr * g).detach().requires_grad_() for (k, v), g in zip(p.items(), grads)}
-    with torch.no_grad():
-        return functional_call(model, p, (xq,))
+def _single_threaded_episodes(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor,
+                              xq: torch.Tensor, steps: int, lr: float, workers: int) -> torch.Tensor:
+    """Each episode adapted with :func:`adapt` (first order: nothing flows back to `params`), then its query
+    logits, over `workers` Python threads with one intra-op thread and one model replica each.
 
-
-def map_single_threaded(fn: Callable[[int, object], object], items: list, workers: int) -> list:
-    """``[fn(worker, item) for item in items]`` on `workers` Python threads, each op with one intra-op thread.
-
-    For CPU work made of many small ops (one episode, one task), where two
-    intra-op threads mostly wait on each other. Item ``i`` runs on worker
-    ``i % workers``, and each op runs single-threaded, so results do not depend
-    on `workers` or on scheduling. `fn` must not share an ``nn.Module`` across
-    workers (``functional_call`` swaps a module's parameters while it runs):
-    index per-worker replicas with its first argument.
+    Small convolutions keep two intra-op threads mostly waiting on each other. Episode ``i``
+    runs on worker ``i % workers`` and every op single-threaded, so the logits do not depend
+    on `workers` or on scheduling. Each worker has its own replica because ``functional_call``
+    swaps a module's parameters while it runs.
     """
-    out: list = [None] * len(items)
+    replicas = [copy.deepcopy(model) for _ in range(workers)]
+    out: list[torch.Tensor | None] = [None] * xs.shape[0]
 
     def work(w: int) -> None:
-        for i in range(w, len(items), workers):
-            out[i] = fn(w, items[i])
+        for i in range(w, xs.shape[0], workers):
+            start = {k: v.detach().requires_grad_() for k, v in params.items()}  # leaves adapt differentiates
+            fast = adapt(replicas[w], start, xs[i], ys[i], F.cross_entropy, steps, lr, second_order=False)
+            with torch.no_grad():
+                out[i] = functional_call(replicas[w], fast, (xq[i],))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -77,21 +69,7 @@ def map_single_threaded(fn: Callable[[int, object], object], items: list, worker
                 f.result()
     finally:
         torch.set_num_threads(threads)
-    return out
-
-
-def cpu_workers(n_items: int) -> int:
-    """Workers for :func:`map_single_threaded`: one per intra-op thread, at most one per item."""
-    return max(1, min(torch.get_num_threads(), n_items))
-
-
-def _single_threaded_episodes(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor,
-                              xq: torch.Tensor, steps: int, lr: float, workers: int) -> torch.Tensor:
-    """:func:`_adapt_one` on each episode, over `workers` threads with one model replica each."""
-    replicas = [copy.deepcopy(model) for _ in range(workers)]
-    return torch.stack(map_single_threaded(
-        lambda w, i: _adapt_one(replicas[w], params, xs[i], ys[i], xq[i], steps, lr), list(range(xs.shape[0])),
-        workers))
+    return torch.stack(out)  # type: ignore[arg-type]
 
 
 def adapt_and_predict_batched(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor,
@@ -123,7 +101,8 @@ def adapt_and_predict_batched(model: nn.Module, params: Params, xs: torch.Tensor
             return functional_call(model, p, (q,))
 
         return vmap(one, in_dims=(None, 0, 0, 0))(params, xs, ys, xq)
-    return _single_threaded_episodes(model, params, xs, ys, xq, steps, lr, cpu_workers(xs.shape[0]))
+    workers = max(1, min(torch.get_num_threads(), xs.shape[0]))  # one per intra-op thread
+    return _single_threaded_episodes(model, params, xs, ys, xq, steps, lr, workers)
 
 
 def forward_groups(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
