@@ -1,8 +1,8 @@
-"""Stage `invert`: recover a pseudo task (support and query images) from every API, through queries only.
+"""Stage `invert` (and `whitebox_invert` with --variant whitebox): recover a pseudo task from every API.
 
-Resumable (dfml.resume): each finished API, and the API in progress every `invert.checkpoint_every`
-generator steps, are saved under checkpoints/invert; killed, or stopped by the API image budget
-(exit 3), the stage continues from there when run again.
+    python stages/invert.py [--variant blackbox|whitebox] [--params params.yaml]
+
+The work is :func:`dfml.inversion.stage.run_invert` (resumable; exit 3 on the API image budget).
 """
 
 import sys
@@ -10,124 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import shutil  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from dfml.api import BudgetExhausted, open_apis  # noqa: E402
-from dfml.cli import main  # noqa: E402
-from dfml.inversion.gradients import build_estimator  # noqa: E402
-from dfml.inversion.invert import InversionState, invert_api, new_state  # noqa: E402
-from dfml.reporting.plots import image_grid_png  # noqa: E402
-from dfml.resume import (CHECKPOINTS, BudgetStop, Checkpoint, budget_ledger, file_digest, fingerprint,  # noqa: E402
-                         result_params, rng_state, set_rng_state, stop_message)
-from dfml.utils import derive_seed, read_json, resolve_device, seed_everything, write_json  # noqa: E402
-
-BANK = Path("data/bank")
-POOL_INDEX = Path("models/apis/pool.json")
-METRICS = Path("metrics/invert.json")
-
-
-def run(params: dict) -> None:
-    cfg, device, seed = params["invert"], resolve_device(params["device"]), params["seed"]
-    seed_everything(seed)
-    meta = read_json(Path("metrics/data.json"))
-    fp = fingerprint(result_params(params, "seed", "data", "apis", "invert"), str(device), file_digest(POOL_INDEX))
-    ck = Checkpoint(CHECKPOINTS / "invert", fp, "invert")
-    saved = ck.load()
-    ledger = budget_ledger(params)
-    ledger.phase = "invert"
-    apis = open_apis(params, ledger, device, whitebox=cfg["gradient"] == "exact")
-    estimator = build_estimator(cfg, torch.Generator().manual_seed(derive_seed(seed, "invert-directions")))
-    done, seconds = 0, 0.0
-    if saved is not None:
-        done, seconds = saved["done"], saved["seconds"]
-        ledger.load_state_dict(saved["ledger"])
-        estimator.load_state_dict(saved["estimator"])
-        step = f", {apis[done].name} at step {len(saved['inversion']['history'])}" if saved["inversion"] else ""
-        print(f"[invert] resuming from {ck.folder}: {done} of {len(apis)} APIs done{step}; "
-              f"{ledger.total:,} API images spent so far", flush=True)
-    start = time.perf_counter()
-    whole: dict = {}  # the state at the last point where it was whole (before a step or the final answers)
-
-    def save(n_done: int, state: InversionState | None) -> None:
-        steps = len(state.history) if state is not None else 0
-        ck.save({"done": n_done, "inversion": None if state is None else state.full_state_dict(),
-                 "estimator": estimator.state_dict(), "ledger": ledger.state_dict(), "rng": rng_state(),
-                 "seconds": seconds + time.perf_counter() - start},
-                {"apis_done": n_done, "apis": len(apis), "steps_done_of_next": steps, "api_images": ledger.total})
-        whole["saved_step"] = (n_done, steps)
-
-    def on_step(i: int, state: InversionState) -> None:
-        whole.update(estimator=estimator.state_dict(), rng=rng_state(),
-                     buffers={k: v.clone() for k, v in state.generator.named_buffers()})
-        k, every = len(state.history), cfg["checkpoint_every"]
-        if every and k % every == 0 and 0 < k < cfg["steps"] and whole.get("saved_step") != (i, k):
-            save(i, state)
-
-    for i in tqdm(range(done, len(apis)), desc="invert APIs", unit="api", initial=done, total=len(apis)):
-        api, api_seed = apis[i], derive_seed(seed, "invert", i)
-        state = new_state(api.num_classes, cfg["images_per_class"], meta["channels"], meta["image_size"], cfg,
-                          api_seed, device)
-        if saved is not None and saved["inversion"] is not None and i == done:
-            state.load_full_state_dict(saved["inversion"])
-            set_rng_state(saved["rng"])
-            whole["saved_step"] = (i, len(state.history))
-        try:
-            images, probs, state = invert_api(api, cfg["images_per_class"], meta["channels"], meta["image_size"],
-                                              cfg, estimator, api_seed, device, state=state,
-                                              on_step=lambda st, i=i: on_step(i, st))
-        except BudgetExhausted as exc:
-            # back to where the state was whole: the refused query sent nothing and changed no weight, but its
-            # directions were drawn and the generator's forward pass moved its BN running statistics
-            estimator.load_state_dict(whole["estimator"])
-            set_rng_state(whole["rng"])
-            for name, buf in state.generator.named_buffers():
-                buf.copy_(whole["buffers"][name])
-            save(i, state)
-            write_json(METRICS, {"complete": False, "stopped": "API image budget exhausted", "apis_done": i,
-                                 "apis": len(apis), "gradient": cfg["gradient"],
-                                 **_spend(ledger, seconds + time.perf_counter() - start, device)})
-            kept = (f"{i} of {len(apis)} APIs inverted, {api.name} at step {len(state.history)} of {cfg['steps']}, "
-                    f"in {ck.folder}; what was spent: {METRICS}")
-            raise BudgetStop(stop_message(exc, ledger, kept)) from exc
-        ck.save_part(api.name, {"api": api.name, "images": images, "probs": probs, "state": state.state_dict(),
-                                "history": state.history})
-        save(i + 1, None)
-    _finish(apis, ck, fp, cfg, ledger, seconds + time.perf_counter() - start, device)
-
-
-def _spend(ledger, seconds: float, device) -> dict:
-    return {"api_images": ledger.total, "api_images_per_api": dict(sorted(ledger.per_api.items())),
-            "ledger": ledger.summary(), "budget": ledger.budget_report(), "seconds": round(seconds, 2),
-            "device": str(device)}
-
-
-def _finish(apis, ck: Checkpoint, fp: str, cfg: dict, ledger, seconds: float, device) -> None:
-    """Every API is done: the bank (atomically, as one folder), the plot, the metrics; then the checkpoint goes."""
-    entries = [torch.load(ck.part(a.name), map_location="cpu", weights_only=True) for a in apis]
-    agree = [(e["probs"].argmax(-1) == torch.arange(a.num_classes).unsqueeze(1)).float().mean().item()
-             for a, e in zip(apis, entries)]
-    tmp = BANK.with_name(".bank.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for a in apis:
-        shutil.copyfile(ck.part(a.name), tmp / f"{a.name}.pt")
-    write_json(tmp / "index.json", {"apis": [a.name for a in apis], "gradient": cfg["gradient"], "fingerprint": fp})
-    shutil.rmtree(BANK, ignore_errors=True)
-    tmp.rename(BANK)
-    samples = [e["images"] for e in entries[:6]]
-    image_grid_png(samples, Path("plots/invert_samples.png"),
-                   title=f"recovered images: one row per API ({len(samples)} of {len(apis)}), classes left to right")
-    agreement = 100 * sum(agree) / len(agree)
-    write_json(METRICS, {"complete": True, "gradient": cfg["gradient"], **_spend(ledger, seconds, device),
-                         "api_agreement_pct": round(agreement, 2)})
-    ck.clear()
-    print(f"inverted {len(apis)} APIs with {ledger.total:,} API images; "
-          f"the APIs give the target class to {agreement:.1f}% of recovered images")
-
+from dfml.cli import variant_main  # noqa: E402
+from dfml.inversion.stage import run_invert as run  # noqa: E402
 
 if __name__ == "__main__":
-    main("invert", run)
+    variant_main("invert", run)

@@ -273,8 +273,14 @@ def test_evaluate_models_must_be_known_and_unique():
     with pytest.raises(Exception, match="lists a model twice"):
         validate(params)
     params["evaluate"]["models"] = ["random", "bidf_mkd_whitebox"]
-    with pytest.raises(Exception, match="bidf_mkd_whitebox needs the invert_whitebox / distill_whitebox stages"):
+    with pytest.raises(Exception, match=r"lists bidf_mkd_whitebox, which whitebox.run does not train"):
         validate(params)
+    params["whitebox"]["run"] = ["bidf_mkd_whitebox"]
+    validate(params)
+    params["apis"]["backend"] = "http"
+    with pytest.raises(Exception, match=r"whitebox.run: the white-box reference reads input gradients"):
+        validate(params)
+    params["apis"]["backend"], params["whitebox"]["run"] = "inprocess", []
     params["evaluate"]["models"] = ["random", "distill_avg"]
     with pytest.raises(Exception, match="evaluate.models lists distill_avg, which baselines.run does not train"):
         validate(params)

@@ -28,7 +28,7 @@ TINY = {
     "evaluate": {"shots": [1, 2], "query": 3, "episodes": 10, "val_episodes": 4, "adapt_steps": 2,
                  "lr_grid": [0.1, 0.3]},
 }
-MODELS = ["random", "maml_real", "bidf_mkd", "best_api", "single_dfkd", "distill_avg"]
+MODELS = ["random", "maml_real", "bidf_mkd", "bidf_mkd_whitebox", "best_api", "single_dfkd", "distill_avg"]
 BASELINES = ["best_api", "single_dfkd", "distill_avg"]
 
 
@@ -141,7 +141,7 @@ def test_dvc_repro_tiny_chain(tmp_path):
     assert ev["random"]["api_images"] == ev["maml_real"]["api_images"] == 0 == ev["random"]["seconds"]
     assert ev["bidf_mkd"]["api_images"] == dist["api_images_total"]
     assert ev["bidf_mkd"]["seconds"] == pytest.approx(inv["seconds"] + dist["seconds"], abs=0.02)
-    assert not any((repo / "models" / f"{name}.pt").exists() for name in BASELINES)  # trained on request
+    assert not any((repo / "models" / f"{name}.pt").exists() for name in BASELINES + ["bidf_mkd_whitebox"])
     assert len((repo / "plots" / "episodes.csv").read_text().splitlines()) == 1 + 3 * 2 * 10
 
     # nothing changed: nothing runs
@@ -154,12 +154,24 @@ def test_dvc_repro_tiny_chain(tmp_path):
     # a distill param invalidates distill alone (then, through its checkpoint, bidf_mkd's evaluation), never invert
     assert _changed_by(repo, env, {"distill": {"inner_lr": 0.05}}) == {"distill"}
 
-    # scripts/compare.sh's experiment: adding the baselines trains and evaluates them, and nothing else
+    # scripts/compare.sh's experiment: adding the baselines and the white-box reference trains and evaluates
+    # them, and nothing else
     out = _run(dvc + ["exp", "run", "-S", f"baselines.run=[{','.join(BASELINES)}]",
-                      "-S", f"evaluate.models=[{','.join(MODELS)}]"], repo, env)
-    _assert_ran(out, {f"{s}@{m}" for m in BASELINES for s in ("baseline", "evaluate_model")} | {"evaluate"})
+                      "-S", "whitebox.run=[bidf_mkd_whitebox]", "-S", f"evaluate.models=[{','.join(MODELS)}]"],
+               repo, env)
+    wb = "bidf_mkd_whitebox"
+    _assert_ran(out, {f"{s}@{m}" for m in BASELINES for s in ("baseline", "evaluate_model")} | {"evaluate"}
+                | {f"whitebox_invert@{wb}", f"whitebox_distill@{wb}", f"evaluate_model@{wb}"})
     ev = json.loads((repo / "metrics" / "eval.json").read_text())
     assert list(ev) == MODELS
+    # exact gradients: one API image per image and step (no directions), and the same distillation
+    inv_wb = json.loads((repo / "metrics" / "invert_whitebox.json").read_text())
+    dist_wb = json.loads((repo / "metrics" / "distill_whitebox.json").read_text())
+    assert inv_wb["gradient"] == "exact" and inv_wb["api_images"] == 3 * (5 * 4 * 3 + 5 * 4)
+    assert dist_wb["api_images_total"] == inv_wb["api_images"] + dist_wb["api_images_distill"] == ev[wb]["api_images"]
+    assert dist_wb["iterations"] == TINY["distill"]["iterations"] and (repo / "data" / "bank_whitebox").is_dir()
+    left = json.loads((repo / "metrics" / "invert.json").read_text())  # the black-box run is left alone
+    assert (left["gradient"], left["ledger"], left["seconds"]) == ("zo", inv["ledger"], inv["seconds"])
     assert ev["best_api"]["api_images"] == inv["api_images"] // 3
     assert ev["single_dfkd"]["api_images"] == ev["distill_avg"]["api_images"] == inv["api_images"]
     for name in BASELINES:
@@ -168,6 +180,7 @@ def test_dvc_repro_tiny_chain(tmp_path):
         assert ev[name]["seconds"] == pytest.approx(inv["seconds"] + own["seconds"], abs=0.02)
     assert len((repo / "plots" / "episodes.csv").read_text().splitlines()) == 1 + len(MODELS) * 2 * 10
     assert "| `distill_avg` |" in (repo / "plots" / "summary.md").read_text()
+    assert "| `bidf_mkd_whitebox` |" in (repo / "plots" / "summary.md").read_text()
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "every model"], repo, env)
 

@@ -10,6 +10,7 @@ from .api.base import APIReplyError, BudgetExhausted
 from .config import ParamError, load_params
 from .data.archives import DataError
 from .resume import EXIT_BUDGET, BudgetStop
+from .variants import VARIANTS, Variant
 
 USER_ERRORS = (ParamError, DataError, APIReplyError, FileNotFoundError)
 
@@ -38,3 +39,14 @@ def main(stage: str, body: Callable[[dict], None]) -> None:
     """Parse ``--params``, validate the whole file, run `body(params)`; user errors exit 2 with one message."""
     args = stage_parser(stage).parse_args()
     guarded(stage, lambda: body(load_params(args.params)))
+
+
+def variant_main(stage: str, body: Callable[[dict, Variant], None]) -> None:
+    """:func:`main` for the stages that exist per BiDf-MKD variant (``--variant blackbox|whitebox``,
+    :data:`dfml.variants.VARIANTS`): `body(params, variant)`."""
+    parser = stage_parser(stage)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="blackbox",
+                        help="blackbox: the method (default); whitebox: the exact-gradient reference")
+    args = parser.parse_args()
+    name = stage if args.variant == "blackbox" else f"whitebox_{stage}"
+    guarded(name, lambda: body(load_params(args.params), VARIANTS[args.variant]))

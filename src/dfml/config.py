@@ -187,6 +187,9 @@ SCHEMA: dict[str, Any] = {
                         "head": _choice("zero", "random")},
         "distill_avg": {"steps": _int(1), "lr": _pos(), "batch_size": _int(2), "temperature": _pos()},
     },
+    "whitebox": {
+        "run": _list_of(_choice("bidf_mkd_whitebox"), nonempty=False),
+    },
     "evaluate": {
         "models": _list_of(_choice(*EVAL_MODELS)),
         "ways": _int(2),
@@ -258,9 +261,12 @@ def _cross_checks(p: dict) -> list[str]:
     if untrained:
         errs.append(f"evaluate.models lists {', '.join(untrained)}, which baselines.run does not train: add "
                     f"{'it' if len(untrained) == 1 else 'them'} to baselines.run (or run scripts/compare.sh)")
-    if "bidf_mkd_whitebox" in models:
-        errs.append("evaluate.models: bidf_mkd_whitebox needs the invert_whitebox / distill_whitebox stages, which "
-                    "are not built yet; remove it from the list")
+    if "bidf_mkd_whitebox" in models and "bidf_mkd_whitebox" not in p["whitebox"]["run"]:
+        errs.append("evaluate.models lists bidf_mkd_whitebox, which whitebox.run does not train: set "
+                    "whitebox.run to [bidf_mkd_whitebox] (or run scripts/compare.sh)")
+    if p["whitebox"]["run"] and p["apis"]["backend"] != "inprocess":
+        errs.append(f"whitebox.run: the white-box reference reads input gradients, which apis.backend "
+                    f"{p['apis']['backend']!r} cannot give; use apis.backend: inprocess or set whitebox.run to []")
     need = p["distill"]["support_shots"] + p["distill"]["query_shots"]
     if need > p["invert"]["images_per_class"]:
         errs.append(f"invert.images_per_class ({p['invert']['images_per_class']}) must be at least "
