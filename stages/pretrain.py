@@ -1,11 +1,14 @@
-"""Stage `pretrain`: the API owner trains the pool of per-task classifiers (the only stage that sees weights)."""
+"""Stage `pretrain`: the API owner trains the pool of per-task classifiers (the only stage that sees weights).
+
+The pool follows `apis.scenario` (dfml.api.owner.SCENARIOS): ss, sh (architectures drawn by seed) or mh.
+"""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dfml.api.owner import build_pool  # noqa: E402
+from dfml.api.owner import build_pool, pool_index, pool_metrics  # noqa: E402
 from dfml.cli import main  # noqa: E402
 from dfml.data.prepared import load_prepared  # noqa: E402
 from dfml.utils import resolve_device, seed_everything, timer, write_json  # noqa: E402
@@ -21,13 +24,10 @@ def run(params: dict) -> None:
         old.unlink()
     with timer() as t:
         records = build_pool(data, cfg, params["seed"], out, device)
-    write_json(out / "pool.json", {"scenario": cfg["scenario"], "apis": records})
+    write_json(out / "pool.json", pool_index(cfg, records))
+    write_json(Path("metrics/apis.json"), {**pool_metrics(cfg, records), "seconds": round(t["seconds"], 2),
+                                           "device": str(device)})
     accs = [r["heldout_acc"] for r in records]
-    write_json(Path("metrics/apis.json"), {
-        "count": len(records), "ways": cfg["ways"], "arch": cfg["arch"],
-        "heldout_acc_mean": round(100 * sum(accs) / len(accs), 2),
-        "heldout_acc_min": round(100 * min(accs), 2), "heldout_acc_max": round(100 * max(accs), 2),
-        "seconds": round(t["seconds"], 2), "device": str(device)})
     print(f"pool of {len(records)} APIs, held-out accuracy mean {100 * sum(accs) / len(accs):.1f}%")
 
 

@@ -6,49 +6,19 @@ DFML_DATA_MIRROR there, so nothing is downloaded.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import pickle
-import random
 import tarfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from archive_builders import (KNOWN_RGB, build_cifar, build_cub, cifar_names, cub_folder, jpeg, png,
+                              write_sums)
 from dfml.data.archives import MIRROR_ENV, DataError
 from dfml.data.sources import SPLITS, get_source, split_list
 
-KNOWN_RGB = (10, 200, 77)
-
-
 # ----------------------------------------------------------------------------- helpers
-
-
-def _jpeg(colour, size=8, mode="RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, (size, size), colour).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
-
-
-def _png(colour, size=8, mode="RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, (size, size), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tf.addfile(info, io.BytesIO(data))
-
-
-def _write_sums(folder: Path) -> None:
-    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
-             for p in sorted(folder.iterdir()) if p.name != "SHA256SUMS"]
-    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
 def _check_common(ds, n_classes, counts, channels=3, size=8):
@@ -61,68 +31,6 @@ def _check_common(ds, n_classes, counts, channels=3, size=8):
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
     assert set().union(*sets) == set(range(n_classes))
     assert set(np.unique(ds.labels)) == set(range(n_classes))
-
-
-def _cifar_names() -> list[str]:
-    return sorted({c for s in SPLITS for c in split_list("cifar-fs", s)})
-
-
-def _build_cifar(mirror: Path, per_class_train=3, per_class_test=1) -> Path:
-    """cifar-100-python.tar.gz with the real layout; image j of class k has value (k + 2*j) in every pixel,
-    except the first train image of class 'train', which is filled with KNOWN_RGB."""
-    names = _cifar_names()
-    assert len(names) == 100
-
-    def part(n_per, offset):
-        labels, rows = [], []
-        for k in range(100):
-            for j in range(n_per):
-                labels.append(k)
-                rows.append(np.full(3072, (k + 2 * (j + offset)) % 256, dtype=np.uint8))
-        return np.stack(rows), labels
-
-    train_x, train_y = part(per_class_train, 0)
-    first = train_y.index(names.index("train"))
-    train_x[first] = np.repeat(np.asarray(KNOWN_RGB, dtype=np.uint8), 1024)  # R plane, G plane, B plane
-    test_x, test_y = part(per_class_test, per_class_train)
-    folder = mirror / "cifar-fs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cifar-100-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tf:
-        _add(tf, "cifar-100-python/meta", pickle.dumps({"fine_label_names": names, "coarse_label_names": []}))
-        _add(tf, "cifar-100-python/test", pickle.dumps({"data": test_x, "fine_labels": test_y}))
-        _add(tf, "cifar-100-python/train", pickle.dumps({"data": train_x, "fine_labels": train_y}))
-    _write_sums(folder)
-    return path
-
-
-def _cub_folder(i: int) -> str:
-    return f"{i + 1:03d}.Bird_{i + 1:03d}"
-
-
-def _build_cub(mirror: Path, bad_member: str | None = None) -> Path:
-    """CUB_200_2011.tgz: classes.txt and 200 class folders; class i holds 1 + i % 2 JPEGs of grey level i.
-    Members are written in shuffled order to check that the reader sorts."""
-    members = []
-    for i in range(200):
-        for j in range(1 + i % 2):
-            name = f"CUB_200_2011/images/{_cub_folder(i)}/Bird_{i + 1:03d}_{j:04d}.jpg"
-            mode, colour = ("L", i) if i == 7 else ("RGB", (i, i, i))  # one greyscale JPEG class
-            members.append((name, b"not a jpeg" if name == bad_member else _jpeg(colour, mode=mode)))
-    random.Random(0).shuffle(members)
-    classes = "".join(f"{i + 1} {_cub_folder(i)}\n" for i in range(200)).encode()
-    folder = mirror / "cub"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "CUB_200_2011.tgz"
-    with tarfile.open(path, "w:gz") as tf:
-        _add(tf, "attributes.txt", b"1 has_bill_shape::curved\n")
-        for name, data in members[:50]:
-            _add(tf, name, data)
-        _add(tf, "CUB_200_2011/classes.txt", classes)  # not first: the reader must not depend on order
-        for name, data in members[50:]:
-            _add(tf, name, data)
-    _write_sums(folder)
-    return path
 
 
 def _wnids() -> list[str]:
@@ -138,7 +46,7 @@ def _build_mini_ravi(root: Path, per_class=2) -> Path:
     (root / "images").mkdir(parents=True)
     for k, w in enumerate(_wnids()):
         for j in range(per_class):
-            (root / "images" / f"{w}{j + 1:08d}.jpg").write_bytes(_jpeg(_mini_colour(k, j)))
+            (root / "images" / f"{w}{j + 1:08d}.jpg").write_bytes(jpeg(_mini_colour(k, j)))
     (root / "train.csv").write_text("filename,label\n")
     return root
 
@@ -168,7 +76,7 @@ def _cfg(dataset, **extra):
 
 
 def test_cifar_fs_native_size(mirror, tmp_path):
-    _build_cifar(mirror)
+    build_cifar(mirror)
     ds = get_source("cifar-fs").load(_cfg("cifar-fs"), 32, tmp_path / "dl")
     _check_common(ds, 100, {"train": 64, "val": 16, "test": 20}, size=32)
     assert len(ds.images) == 400
@@ -182,7 +90,7 @@ def test_cifar_fs_native_size(mirror, tmp_path):
     for c in range(3):
         assert np.all(first[c] == KNOWN_RGB[c])
     # other images carry their class's fill value (train images then test images)
-    names = _cifar_names()
+    names = cifar_names()
     k2 = ds.class_names.index("otter")
     vals = [int(im[0, 5, 5]) for im in ds.images[ds.labels == k2]]
     orig = names.index("otter")
@@ -190,7 +98,7 @@ def test_cifar_fs_native_size(mirror, tmp_path):
 
 
 def test_cifar_fs_resized(mirror, tmp_path):
-    _build_cifar(mirror, per_class_train=1, per_class_test=1)
+    build_cifar(mirror, per_class_train=1, per_class_test=1)
     ds = get_source("cifar-fs").load(_cfg("cifar-fs"), 8, tmp_path / "dl")
     _check_common(ds, 100, {"train": 64, "val": 16, "test": 20}, size=8)
     first = ds.images[ds.labels == ds.class_names.index("train")][0]
@@ -198,7 +106,7 @@ def test_cifar_fs_resized(mirror, tmp_path):
 
 
 def test_cifar_fs_corrupt_archive_checksum(mirror, tmp_path):
-    path = _build_cifar(mirror, per_class_train=1, per_class_test=1)
+    path = build_cifar(mirror, per_class_train=1, per_class_test=1)
     path.write_bytes(b"these are the wrong bytes")  # SHA256SUMS still names the good archive
     with pytest.raises(DataError) as err:
         get_source("cifar-fs").load(_cfg("cifar-fs"), 32, tmp_path / "dl")
@@ -206,9 +114,9 @@ def test_cifar_fs_corrupt_archive_checksum(mirror, tmp_path):
 
 
 def test_cifar_fs_unreadable_archive(mirror, tmp_path):
-    path = _build_cifar(mirror, per_class_train=1, per_class_test=1)
+    path = build_cifar(mirror, per_class_train=1, per_class_test=1)
     path.write_bytes(path.read_bytes()[:300])  # truncated, with a matching SHA256SUMS
-    _write_sums(path.parent)
+    write_sums(path.parent)
     with pytest.raises(DataError) as err:
         get_source("cifar-fs").load(_cfg("cifar-fs"), 32, tmp_path / "dl")
     assert str(path) in str(err.value) and "replace" in str(err.value)
@@ -218,12 +126,12 @@ def test_cifar_fs_unreadable_archive(mirror, tmp_path):
 
 
 def test_cub(mirror, tmp_path):
-    _build_cub(mirror)
+    build_cub(mirror)
     ds = get_source("cub").load(_cfg("cub"), 8, tmp_path / "dl")
     _check_common(ds, 200, {"train": 100, "val": 50, "test": 50})
-    assert [ds.class_names[i] for i in ds.splits["train"]] == [_cub_folder(i) for i in range(0, 200, 2)]
-    assert [ds.class_names[i] for i in ds.splits["val"]] == [_cub_folder(i) for i in range(1, 200, 4)]
-    assert [ds.class_names[i] for i in ds.splits["test"]] == [_cub_folder(i) for i in range(3, 200, 4)]
+    assert [ds.class_names[i] for i in ds.splits["train"]] == [cub_folder(i) for i in range(0, 200, 2)]
+    assert [ds.class_names[i] for i in ds.splits["val"]] == [cub_folder(i) for i in range(1, 200, 4)]
+    assert [ds.class_names[i] for i in ds.splits["test"]] == [cub_folder(i) for i in range(3, 200, 4)]
     assert len(ds.images) == 300
     for c, name in enumerate(ds.class_names):
         i = int(name[:3]) - 1
@@ -236,15 +144,15 @@ def test_cub(mirror, tmp_path):
 
 
 def test_cub_bad_image(mirror, tmp_path):
-    bad = f"CUB_200_2011/images/{_cub_folder(4)}/Bird_005_0000.jpg"
-    path = _build_cub(mirror, bad_member=bad)
+    bad = f"CUB_200_2011/images/{cub_folder(4)}/Bird_005_0000.jpg"
+    path = build_cub(mirror, bad_member=bad)
     with pytest.raises(DataError) as err:
         get_source("cub").load(_cfg("cub"), 8, tmp_path / "dl")
     assert bad in str(err.value) and str(path) in str(err.value)
 
 
 def test_cub_corrupt_archive_checksum(mirror, tmp_path):
-    path = _build_cub(mirror)
+    path = build_cub(mirror)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -292,7 +200,7 @@ def test_miniimagenet_zip_wnid_folders(tmp_path):
     with zipfile.ZipFile(arch, "w") as zf:
         for k, w in enumerate(_wnids()):
             for j in range(2):
-                zf.writestr(f"mini/{split_of[w]}/{w}/img_{j}.JPEG", _jpeg(_mini_colour(k, j)))
+                zf.writestr(f"mini/{split_of[w]}/{w}/img_{j}.JPEG", jpeg(_mini_colour(k, j)))
     ds = get_source("miniimagenet").load(_cfg("miniimagenet", miniimagenet={"source": str(arch)}), 8, tmp_path / "dl")
     _check_mini(ds)
 
@@ -321,8 +229,8 @@ def _build_tree(root: Path, n_classes=10) -> Path:
     for k in range(n_classes):
         d = root / f"class_{k:02d}"
         d.mkdir(parents=True)
-        (d / "a.png").write_bytes(_png((k * 20, 5, 250)))
-        (d / "b.png").write_bytes(_png(k * 20, mode="L"))  # greyscale -> RGB
+        (d / "a.png").write_bytes(png((k * 20, 5, 250)))
+        (d / "b.png").write_bytes(png(k * 20, mode="L"))  # greyscale -> RGB
         (d / "notes.txt").write_text("not an image")
     (root / "README.txt").write_text("a file, not a class")
     return root
@@ -379,7 +287,7 @@ def test_folder_errors(tmp_path):
         src.load(_folder_cfg(root, train=["class_00"], val=["class_01"], test=["class_01x"]), 8, tmp_path)
     assert "class_01x" in str(err.value)
     (root / "class_02").mkdir()
-    (root / "class_02" / "a.png").write_bytes(_png(1))
+    (root / "class_02" / "a.png").write_bytes(png(1))
     with pytest.raises(DataError) as err:
         src.load(_folder_cfg(root, train=["class_00"], val=["class_01"], test=["class_02"]), 8, tmp_path)
     assert str(bad) in str(err.value)

@@ -271,13 +271,38 @@ def _cross_checks(p: dict) -> list[str]:
     if need > p["invert"]["images_per_class"]:
         errs.append(f"invert.images_per_class ({p['invert']['images_per_class']}) must be at least "
                     f"distill.support_shots + distill.query_shots ({need})")
-    if p["apis"]["scenario"] != "ss":
-        errs.append(f"apis.scenario: {p['apis']['scenario']!r} is not implemented yet; use 'ss'")
-    if p["data"]["dataset"] == "folder" and not p["data"]["folder"]["root"]:
-        errs.append("data.folder.root: must name a folder of class folders when data.dataset is 'folder'")
-    if p["data"]["dataset"] == "miniimagenet" and not p["data"]["miniimagenet"]["source"]:
-        errs.append("data.miniimagenet.source: must name the MiniImageNet archive or folder "
-                    "(no stable public URL exists; download it yourself)")
+    errs += _scenario_checks(p)
+    used = scenario_datasets(p)
+    where = "data.dataset is" if p["apis"]["scenario"] != "mh" else "apis.datasets lists"
+    if "folder" in used and not p["data"]["folder"]["root"]:
+        errs.append(f"data.folder.root: must name a folder of class folders when {where} 'folder'")
+    if "miniimagenet" in used and not p["data"]["miniimagenet"]["source"]:
+        errs.append(f"data.miniimagenet.source: must name the MiniImageNet archive or folder when {where} "
+                    "'miniimagenet' (no stable public URL exists; download it yourself)")
+    return errs
+
+
+def scenario_datasets(p: dict) -> list[str]:
+    """The datasets a run uses: ``[data.dataset]`` in the ss and sh scenarios, ``apis.datasets`` in mh."""
+    return list(p["apis"]["datasets"]) if p["apis"]["scenario"] == "mh" else [p["data"]["dataset"]]
+
+
+def _scenario_checks(p: dict) -> list[str]:
+    """The keys of `apis.scenario` (DESIGN.md section 4): sh draws from apis.architectures, mh also needs two or
+    more distinct apis.datasets (the schema already refuses unknown names in either list)."""
+    apis, errs = p["apis"], []
+    if apis["scenario"] == "ss":
+        return errs
+    archs = apis["architectures"]
+    if len(set(archs)) != len(archs):
+        errs.append(f"apis.architectures lists an architecture twice ({archs}); list each once")
+    if apis["scenario"] == "mh":
+        ds = apis["datasets"]
+        if len(set(ds)) != len(ds):
+            errs.append(f"apis.datasets lists a dataset twice ({ds}); list each once")
+        elif len(ds) < 2:
+            errs.append(f"apis.datasets: the mh scenario needs at least 2 datasets, got {ds}; list two or more "
+                        "(e.g. [omniglot, cifar-fs]), or use apis.scenario: sh for one dataset (data.dataset)")
     return errs
 
 

@@ -3,16 +3,25 @@
 Each API is trained on its own `ways`-way task of meta-train classes drawn by
 seed (classes may repeat across APIs, as in the BiDf-MKD release), with an
 80/20 split of each class's images; the held-out accuracy is measured on the 20%.
+
+What an API is made of depends on `apis.scenario` (:data:`SCENARIOS`, DESIGN.md section 4):
+ss: every API is `apis.arch`; sh: each API's architecture is drawn by seed from
+`apis.architectures`; mh: as sh, and API i takes its classes from dataset
+``apis.datasets[i % len]`` (the prepared data holds them all, tagged per class).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..config import ParamError
 from ..data.prepared import Prepared
 from ..models import build_classifier
 from ..utils import derive_seed, torch_save_atomic
@@ -63,22 +72,116 @@ def train_api(data: Prepared, classes: list[int], arch: str, cfg: dict, seed: in
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}, acc
 
 
+@dataclass(frozen=True)
+class APIPlan:
+    """What one API of the pool is: its architecture, and in mh the dataset its classes come from (else None)."""
+
+    arch: str
+    dataset: str | None = None
+
+
+def draw_architectures(architectures: list[str], count: int, seed: int) -> list[str]:
+    """`count` architectures drawn uniformly (with replacement) from `architectures`, reproducibly from `seed`.
+
+    Uses its own stream (``derive_seed(seed, "pool-arch")``), so an sh pool draws the same classes as the ss pool
+    of the same seed; only the architectures differ.
+    """
+    gen = torch.Generator().manual_seed(derive_seed(seed, "pool-arch"))
+    return [architectures[i] for i in torch.randint(len(architectures), (count,), generator=gen).tolist()]
+
+
+def _plan_ss(cfg: dict, seed: int) -> list[APIPlan]:
+    return [APIPlan(cfg["arch"])] * cfg["count"]
+
+
+def _plan_sh(cfg: dict, seed: int) -> list[APIPlan]:
+    return [APIPlan(a) for a in draw_architectures(cfg["architectures"], cfg["count"], seed)]
+
+
+def _plan_mh(cfg: dict, seed: int) -> list[APIPlan]:
+    datasets = cfg["datasets"]
+    return [APIPlan(a, datasets[i % len(datasets)])
+            for i, a in enumerate(draw_architectures(cfg["architectures"], cfg["count"], seed))]
+
+
+# apis.scenario -> (apis params, seed) -> one plan per API
+SCENARIOS: dict[str, Callable[[dict, int], list[APIPlan]]] = {"ss": _plan_ss, "sh": _plan_sh, "mh": _plan_mh}
+
+
+def plan_pool(cfg: dict, seed: int, data: Prepared) -> list[APIPlan]:
+    """The plans of `apis.scenario`, checked against the prepared data before any training.
+
+    Raises ParamError when the prepared data does not hold the planned datasets (prepared for another scenario)
+    or a dataset has fewer meta-train classes than `apis.ways`.
+    """
+    plans = SCENARIOS[cfg["scenario"]](cfg, seed)
+    wanted = [p.dataset for p in plans if p.dataset is not None]
+    if wanted and data.datasets != list(cfg["datasets"]):
+        raise ParamError(f"apis.datasets is {cfg['datasets']} but data/prepared holds {data.datasets}; "
+                         "run `dvc repro` (prepare reads apis.datasets) rather than the stage alone")
+    for dataset in dict.fromkeys(p.dataset for p in plans):
+        n = len(data.split_classes("train", dataset))
+        if n < cfg["ways"]:
+            where = f"{dataset}'s train split" if dataset else "the train split"
+            raise ParamError(f"apis.ways={cfg['ways']} but {where} has only {n} classes; lower apis.ways or keep "
+                             "more classes (data.classes_per_split)")
+    return plans
+
+
 def build_pool(data: Prepared, cfg: dict, seed: int, out: Path, device: torch.device) -> list[dict]:
-    """Train `cfg['count']` APIs into `out/api_XXX.pt`; return their public records."""
+    """Train `cfg['count']` APIs into `out/api_XXX.pt`; return their public records.
+
+    A record is ``{"name", "arch", "classes", "heldout_acc"}``, plus ``"dataset"`` in mh (the checkpoint too).
+    """
+    plans = plan_pool(cfg, seed, data)
     gen = torch.Generator().manual_seed(derive_seed(seed, "pool"))
-    train_classes = torch.tensor(data.splits["train"])
-    if len(train_classes) < cfg["ways"]:
-        raise ValueError(f"apis.ways={cfg['ways']} but the train split has only {len(train_classes)} classes")
     records = []
-    for i in tqdm(range(cfg["count"]), desc="pretrain APIs", unit="api"):
+    for i, plan in enumerate(tqdm(plans, desc="pretrain APIs", unit="api")):
+        train_classes = torch.tensor(data.split_classes("train", plan.dataset))
         classes = train_classes[torch.randperm(len(train_classes), generator=gen)[:cfg["ways"]]].tolist()
-        arch = cfg["arch"]
+        arch = plan.arch
         name = f"api_{i:03d}"
         state, acc = train_api(data, classes, arch, cfg, derive_seed(seed, "api", i), device)
+        tag = {} if plan.dataset is None else {"dataset": plan.dataset}
         torch_save_atomic({"name": name, "arch": arch, "classes": classes,
                            "class_names": [data.class_names[c] for c in classes],
                            "in_channels": data.channels, "image_size": data.image_size,
-                           "num_classes": len(classes), "heldout_acc": acc, "state_dict": state},
+                           "num_classes": len(classes), "heldout_acc": acc, "state_dict": state, **tag},
                           out / f"{name}.pt")
-        records.append({"name": name, "arch": arch, "classes": classes, "heldout_acc": acc})
+        records.append({"name": name, "arch": arch, "classes": classes, "heldout_acc": acc, **tag})
     return records
+
+
+def pool_index(cfg: dict, records: list[dict]) -> dict:
+    """``models/apis/pool.json``: the scenario and the records; in sh / mh also the architectures (and datasets)
+    the pool was drawn from."""
+    index = {"scenario": cfg["scenario"], "apis": records}
+    if cfg["scenario"] != "ss":
+        index["architectures"] = list(cfg["architectures"])
+    if cfg["scenario"] == "mh":
+        index["datasets"] = list(cfg["datasets"])
+    return index
+
+
+def pool_metrics(cfg: dict, records: list[dict]) -> dict:
+    """``metrics/apis.json`` without the stage's seconds and device: held-out accuracy (%) mean / min / max;
+    ss: the architecture; sh / mh: the count of APIs per architecture; mh: count and mean accuracy per dataset."""
+    def mean(accs):
+        return round(100 * sum(accs) / len(accs), 2)
+
+    accs = [r["heldout_acc"] for r in records]
+    out = {"count": len(records), "ways": cfg["ways"]}
+    if cfg["scenario"] == "ss":
+        out["arch"] = cfg["arch"]
+    else:
+        out["scenario"] = cfg["scenario"]
+        counts = Counter(r["arch"] for r in records)
+        out["architectures"] = {a: counts[a] for a in cfg["architectures"]}
+    out.update(heldout_acc_mean=mean(accs), heldout_acc_min=round(100 * min(accs), 2),
+               heldout_acc_max=round(100 * max(accs), 2))
+    if cfg["scenario"] == "mh":
+        out["datasets"] = {}
+        for d in cfg["datasets"]:
+            mine = [r["heldout_acc"] for r in records if r["dataset"] == d]
+            out["datasets"][d] = {"count": len(mine), **({"heldout_acc_mean": mean(mine)} if mine else {})}
+    return out

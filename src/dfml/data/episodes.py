@@ -26,15 +26,17 @@ class EpisodeIndex:
 
 
 def sample_episodes(data: Prepared, split: str, episodes: int, ways: int, shots: int, queries: int,
-                    seed: int, keys: str = "evaluate") -> EpisodeIndex:
+                    seed: int, keys: str = "evaluate", dataset: str | None = None) -> EpisodeIndex:
     """Draw `episodes` episodes from the classes of `split`, reproducibly from `seed`.
 
+    With `dataset` (the mh scenario), only that dataset's classes of `split` are drawn.
     Raises ParamError (naming the params section `keys`) when the split has fewer
     than `ways` classes or a class has fewer than `shots + queries` images.
     """
-    classes = data.splits[split]
+    classes = data.split_classes(split, dataset)
     if len(classes) < ways:
-        raise ParamError(f"{split} split has {len(classes)} classes, fewer than {ways} ways; "
+        which = f"{dataset}'s {split}" if dataset else split
+        raise ParamError(f"{which} split has {len(classes)} classes, fewer than {ways} ways; "
                          f"lower the ways or keep more classes (data.classes_per_split)")
     need = shots + queries
     small = [data.class_names[c] for c in classes if len(data.by_class[c]) < need]

@@ -34,8 +34,13 @@ def subsample(ds: RawDataset, classes_per_split: int | None, images_per_class: i
                       {s: [remap[c] for c in keep_classes[s]] for s in SPLITS})
 
 
-def save_prepared(ds: RawDataset, out: Path, dataset: str) -> dict:
-    """Write atomically (temp folder, then rename); return the per-split summary."""
+def save_prepared(ds: RawDataset, out: Path, dataset: str, class_datasets: list[str] | None = None) -> dict:
+    """Write atomically (temp folder, then rename); return the per-split summary.
+
+    Args:
+        class_datasets: the mh scenario's per-class dataset tag (one per class name); written to index.json
+            with the list of datasets. None (ss, sh): one dataset, index.json as it always was.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -48,6 +53,8 @@ def save_prepared(ds: RawDataset, out: Path, dataset: str) -> dict:
             summary[s] = {"classes": len(ds.splits[s]), "images": int(counts.sum())}
         index = {"dataset": dataset, "channels": int(ds.images.shape[1]), "image_size": int(ds.images.shape[2]),
                  "class_names": ds.class_names, "splits": ds.splits}
+        if class_datasets is not None:
+            index.update(datasets=list(dict.fromkeys(class_datasets)), class_datasets=list(class_datasets))
         (tmp / "index.json").write_text(json.dumps(index))
         if out.exists():
             shutil.rmtree(out)
@@ -66,7 +73,9 @@ class Prepared:
         images: ``float32 [M, C, H, W]`` in ``[0, 1]``.
         labels: ``int64 [M]``.
         by_class: class index -> ``int64`` tensor of image indices.
-        splits: split -> list of class indices.
+        splits: split -> list of class indices (in mh: the union over datasets).
+        dataset: the dataset's name (mh: the datasets joined by ``+``).
+        class_datasets: per class, the dataset it comes from (ss and sh: all `dataset`).
     """
 
     images: torch.Tensor
@@ -75,6 +84,31 @@ class Prepared:
     splits: dict[str, list[int]]
     by_class: dict[int, torch.Tensor]
     dataset: str
+    class_datasets: list[str] | None = None
+
+    def __post_init__(self):
+        if self.class_datasets is None:
+            self.class_datasets = [self.dataset] * len(self.class_names)
+
+    @property
+    def datasets(self) -> list[str]:
+        """The datasets in order of first appearance: ``[dataset]`` unless the data was prepared for mh."""
+        return list(dict.fromkeys(self.class_datasets))
+
+    @property
+    def multi(self) -> bool:
+        """True when the data holds several datasets (the mh scenario)."""
+        return len(self.datasets) > 1
+
+    def split_classes(self, split: str, dataset: str | None = None) -> list[int]:
+        """Class indices of `split`, of one `dataset` only when given (``splits[split]`` itself when None)."""
+        classes = self.splits[split]
+        if dataset is None:
+            return classes
+        if dataset not in self.datasets:
+            raise ValueError(f"dataset {dataset!r} is not in the prepared data ({self.datasets}); "
+                             "run `dvc repro prepare`")
+        return [c for c in classes if self.class_datasets[c] == dataset]
 
     @property
     def channels(self) -> int:
@@ -99,4 +133,5 @@ def load_prepared(path: Path) -> Prepared:
         by_class[c] = order[start:start + n]
         start += n
     splits = {s: list(v) for s, v in index["splits"].items()}
-    return Prepared(images, labels, index["class_names"], splits, by_class, index["dataset"])
+    return Prepared(images, labels, index["class_names"], splits, by_class, index["dataset"],
+                    index.get("class_datasets"))

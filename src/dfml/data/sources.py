@@ -69,6 +69,12 @@ class DatasetSource(ABC):
     def archives(self, cfg: dict) -> list[Archive]:
         return []
 
+    def preflight(self, cfg: dict, downloads: Path) -> None:
+        """Raise DataError (naming the file and the fix) when the inputs are missing or wrong, before any decoding:
+        every archive is located and checksummed (downloaded when no mirror is set)."""
+        for archive in self.archives(cfg):
+            locate(self.name, archive, downloads)
+
     @abstractmethod
     def load(self, cfg: dict, image_size: int, downloads: Path) -> RawDataset:
         """Fetch (verified) archives and return the dataset at `image_size`."""
@@ -366,7 +372,10 @@ class MiniImageNet(DatasetSource):
     image_size = 84
     KEY = "data.miniimagenet.source"
 
-    def load(self, cfg, image_size, downloads):
+    def preflight(self, cfg, downloads):
+        self._source(cfg)
+
+    def _source(self, cfg) -> Path:
         src = (cfg.get("miniimagenet") or {}).get("source")
         if not src:
             raise DataError(f"{self.KEY}: not set; name the MiniImageNet folder or archive you downloaded "
@@ -375,6 +384,10 @@ class MiniImageNet(DatasetSource):
         if not path.exists():
             raise DataError(f"{self.KEY}: {path} does not exist (resolved: {path.resolve()}); "
                             "fix the path or download MiniImageNet there")
+        return path
+
+    def load(self, cfg, image_size, downloads):
+        path = self._source(cfg)
         splits = {s: split_list("miniimagenet", s) for s in SPLITS}
         wanted = {c for names in splits.values() for c in names}
 
@@ -425,14 +438,22 @@ class Folder(DatasetSource):
     channels = 3
     image_size = 84
 
-    def load(self, cfg, image_size, downloads):
-        fcfg = cfg.get("folder") or {}
+    def preflight(self, cfg, downloads):
+        self._root(cfg.get("folder") or {})
+
+    @staticmethod
+    def _root(fcfg: dict) -> Path:
         if not fcfg.get("root"):
             raise DataError("data.folder.root: not set; name a folder holding one sub-folder of images per class")
         root = Path(fcfg["root"]).expanduser()
         if not root.is_dir():
             raise DataError(f"data.folder.root: {root} is not a folder (resolved: {root.resolve()}); "
                             "fix the path")
+        return root
+
+    def load(self, cfg, image_size, downloads):
+        fcfg = cfg.get("folder") or {}
+        root = self._root(fcfg)
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
             raise DataError(f"data.folder.root: {root} has no class sub-folders; put one folder of images per class there")

@@ -18,6 +18,7 @@ from torch import nn
 from ..data.episodes import EpisodeIndex, episode_labels, sample_episodes
 from ..data.prepared import Prepared
 from ..meta.functional import Params, adapt_and_predict_batched
+from ..utils import derive_seed
 
 
 def ci95(acc: np.ndarray) -> float:
@@ -49,9 +50,26 @@ def choose_lr(score: Callable[[float], float], grid: list[float]) -> tuple[float
     return best, table
 
 
+def ci95_of_mean(cis: list[float]) -> float:
+    """Half-width of the 95% interval of the mean of D independent per-dataset means, from their half-widths:
+    ``sqrt(sum ci_d^2) / D`` (the mh scenario's mean over datasets)."""
+    if len(cis) == 1:
+        return float(cis[0])
+    return float(math.sqrt(sum(c * c for c in cis)) / len(cis))
+
+
 def val_scorer(model: nn.Module, data: Prepared, ways: int, shots: int, queries: int, episodes: int, seed: int,
                steps: int, lr: float, batch: int, device: torch.device,
                keys: str = "evaluate") -> Callable[[Params], float]:
-    """A ``params -> mean meta-val accuracy`` function on fixed seeded val episodes (for checkpoint choice)."""
-    eps = sample_episodes(data, "val", episodes, ways, shots, queries, seed, keys)
-    return lambda params: float(episode_accuracies(model, params, data, eps, lr, steps, batch, device).mean())
+    """A ``params -> mean meta-val accuracy`` function on fixed seeded val episodes (for checkpoint choice).
+
+    With several datasets (mh), `episodes` val episodes per dataset, each from that dataset's val classes only
+    (seed ``derive_seed(seed, dataset)``), and the score is the mean over datasets of their mean accuracies.
+    """
+    if not data.multi:
+        eps = sample_episodes(data, "val", episodes, ways, shots, queries, seed, keys)
+        return lambda params: float(episode_accuracies(model, params, data, eps, lr, steps, batch, device).mean())
+    per = [sample_episodes(data, "val", episodes, ways, shots, queries, derive_seed(seed, d), keys, dataset=d)
+           for d in data.datasets]
+    return lambda params: float(np.mean([episode_accuracies(model, params, data, eps, lr, steps, batch,
+                                                            device).mean() for eps in per]))

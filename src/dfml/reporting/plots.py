@@ -54,19 +54,25 @@ def eval_bars_png(results: dict, path: Path) -> None:
 
     Args:
         results: ``metrics/eval.json``: model -> ``{"<K>shot": {"acc", "ci95"}, ...}``; other keys of a model
-            (``api_images``, ``seconds``) are not plotted.
+            (``api_images``, ``seconds``) are not plotted. In the mh scenario a model's ``"datasets"``
+            (dataset -> ``{"<K>shot": {"acc", "ci95"}}``) gives one group per dataset and shot, then the mean's.
     """
     models = list(results)
     shots = [k for k in next(iter(results.values())) if SHOT_KEY.match(k)]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(models) * len(shots) / 2, 3.8))
+    groups = [(f"5-way {s}", lambda r, s=s: r[s]) for s in shots]
+    datasets = next(iter(results.values())).get("datasets") or {}
+    if datasets:
+        groups = [(f"{d}\n{s}", lambda r, d=d, s=s: r["datasets"][d][s]) for d in datasets for s in shots] + [
+            (f"mean\n{s}", lambda r, s=s: r[s]) for s in shots]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(models) * len(groups) / 2, 3.8))
     width = 0.8 / len(models)
     for i, m in enumerate(models):
-        xs = [j + i * width for j in range(len(shots))]
-        ax.bar(xs, [results[m][s]["acc"] for s in shots], width, yerr=[results[m][s]["ci95"] for s in shots],
-               capsize=3, label=m)
-    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(shots))], [f"5-way {s}" for s in shots])
+        xs = [j + i * width for j in range(len(groups))]
+        ax.bar(xs, [get(results[m])["acc"] for _, get in groups], width,
+               yerr=[get(results[m])["ci95"] for _, get in groups], capsize=3, label=m)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(groups))], [label for label, _ in groups])
     ax.set_ylabel("meta-test accuracy (%) +- 95% CI"); ax.legend(fontsize=8); ax.grid(axis="y", alpha=.3)
-    lo = min(results[m][s]["acc"] for m in models for s in shots)
+    lo = min(get(results[m])["acc"] for m in models for _, get in groups)
     ax.set_ylim(max(0, lo - 15), 100)
     save_png(fig, path)
 

@@ -3,7 +3,8 @@
 Summary (:func:`run_summary`): ``metrics/eval.json`` and ``plots/episodes.csv`` ->
 ``plots/summary.md`` (accuracy +- 95% CI, API images and seconds of every model per
 shot; the paired difference of :data:`REFERENCE` against every other model on the
-shared episodes) and ``plots/summary.png`` (the same accuracies as bars).
+shared episodes) and ``plots/summary.png`` (the same accuracies as bars). In the mh
+scenario both have a row (group) per dataset, then the mean over datasets.
 
 Trade-off (:func:`run_tradeoff`): ``dvc exp show --json`` -> :func:`collect` (one row
 per experiment x model x shot) -> ``plots/tradeoff.csv`` and :func:`plot_tradeoff`
@@ -23,7 +24,7 @@ from typing import Any, Iterator
 import pandas as pd
 from matplotlib import ticker
 
-from ..evaluation.episodic import ci95
+from ..evaluation.episodic import ci95, ci95_of_mean
 from ..utils import atomic_write_bytes, read_json
 from .plots import SHOT_KEY, eval_bars_png, plt, save_png, write_csv
 
@@ -89,38 +90,75 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def _acc_cells(per_shot: dict, shots: list[int]) -> list[str]:
+    return [f"{per_shot[k]['acc']:.2f} +- {per_shot[k]['ci95']:.2f}" if k in per_shot else "" for k in shots]
+
+
 def summary_table(results: dict) -> str:
-    """Markdown: a row per model; accuracy +- 95% CI per shot, API images, training seconds (blank when unknown)."""
+    """Markdown: a row per model; accuracy +- 95% CI per shot, API images, training seconds (blank when unknown).
+
+    mh (a model has ``"datasets"``): a ``dataset`` column, a row per model and dataset, then the model's mean
+    over datasets (the ``"<K>shot"`` entries) as ``mean``.
+    """
     shots = sorted({k for entry in results.values() for k in shot_results(entry)})
+    multi = any("datasets" in entry for entry in results.values())
     rows = []
     for model, entry in results.items():
-        per_shot = shot_results(entry)
-        cells = [f"{per_shot[k]['acc']:.2f} +- {per_shot[k]['ci95']:.2f}" if k in per_shot else "" for k in shots]
-        rows.append([f"`{model}`", *cells, _fmt_count(_optional(entry, "api_images")),
-                     _fmt_seconds(_optional(entry, "seconds"))])
-    return _markdown(["model", *(f"{k}-shot" for k in shots), "API images", "seconds"], rows)
+        cost = [_fmt_count(_optional(entry, "api_images")), _fmt_seconds(_optional(entry, "seconds"))]
+        if not multi:
+            rows.append([f"`{model}`", *_acc_cells(shot_results(entry), shots), *cost])
+            continue
+        for dataset, own in (entry.get("datasets") or {}).items():
+            rows.append([f"`{model}`", dataset, *_acc_cells(shot_results(own), shots), *cost])
+        rows.append([f"`{model}`", "**mean**", *_acc_cells(shot_results(entry), shots), *cost])
+    return _markdown(["model", *(["dataset"] if multi else []), *(f"{k}-shot" for k in shots), "API images",
+                      "seconds"], rows)
 
 
 def paired_differences(episodes: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     """Per other model and shot: mean of ``acc[reference] - acc[model]`` over the shared episodes and its
-    95% half-width ``1.96 * std / sqrt(n)`` (population std, as :func:`~dfml.evaluation.episodic.ci95`)."""
-    wide = episodes.pivot(index=["shot", "episode"], columns="model", values="acc")
+    95% half-width ``1.96 * std / sqrt(n)`` (population std, as :func:`~dfml.evaluation.episodic.ci95`).
+
+    mh (`episodes` has a ``dataset`` column; episodes are numbered per dataset): a row per dataset, then a
+    ``mean`` row: the mean over datasets of their mean differences with the interval of a mean of independent
+    means (:func:`~dfml.evaluation.episodic.ci95_of_mean`), as the mean accuracies of ``metrics/eval.json``.
+    """
+    if "dataset" not in episodes:
+        return _paired(episodes, ["shot", "episode"], reference)
+    per = _paired(episodes, ["dataset", "shot", "episode"], reference)
     rows = []
+    for (model, shot), part in per.groupby(["model", "shot"], sort=False):
+        rows += part.to_dict("records")
+        if part["dataset"].nunique() > 1:
+            rows.append({"model": model, "dataset": "mean", "shot": shot, "episodes": int(part["episodes"].sum()),
+                         "mean_diff": float(part["mean_diff"].mean()), "ci95": ci95_of_mean(list(part["ci95"]))})
+    return pd.DataFrame(rows, columns=["model", "dataset", "shot", "episodes", "mean_diff", "ci95"])
+
+
+def _paired(episodes: pd.DataFrame, index: list[str], reference: str) -> pd.DataFrame:
+    """:func:`paired_differences` on the groups of `index` without its last level (the episode)."""
+    wide = episodes.pivot(index=index, columns="model", values="acc")
+    groups, rows = index[:-1], []
     if reference in wide:
         for model in (m for m in episodes["model"].unique() if m != reference):
-            for shot, part in wide.groupby(level="shot"):
+            for key, part in wide.groupby(level=groups):
+                key = dict(zip(groups, key if isinstance(key, tuple) else (key,)))
                 diff = (part[reference] - part[model]).dropna().to_numpy()
                 if len(diff):
-                    rows.append({"model": model, "shot": int(shot), "episodes": len(diff),
+                    rows.append({"model": model, **key, "shot": int(key["shot"]), "episodes": len(diff),
                                  "mean_diff": float(diff.mean()), "ci95": ci95(diff)})
-    return pd.DataFrame(rows, columns=["model", "shot", "episodes", "mean_diff", "ci95"])
+    return pd.DataFrame(rows, columns=["model", *groups, "episodes", "mean_diff", "ci95"])
 
 
 def paired_table(diffs: pd.DataFrame, reference: str = REFERENCE) -> str:
-    """Markdown: a row per (model, shot) with the mean paired difference and its 95% interval."""
-    rows = [[f"`{r.model}`", f"{r.shot}-shot", str(r.episodes), f"{r.mean_diff:+.2f}",
+    """Markdown: a row per (model, shot) with the mean paired difference and its 95% interval (mh: per dataset
+    and their mean)."""
+    multi = "dataset" in diffs
+    rows = [[f"`{r.model}`", *([f"**{r.dataset}**" if r.dataset == "mean" else r.dataset] if multi else []),
+             f"{r.shot}-shot", str(r.episodes), f"{r.mean_diff:+.2f}",
              f"[{r.mean_diff - r.ci95:+.2f}, {r.mean_diff + r.ci95:+.2f}]"] for r in diffs.itertuples()]
-    return _markdown([f"`{reference}` minus", "shot", "episodes", "mean difference", "95% interval"], rows)
+    return _markdown([f"`{reference}` minus", *(["dataset"] if multi else []), "shot", "episodes",
+                      "mean difference", "95% interval"], rows)
 
 
 def summary_markdown(results: dict, diffs: pd.DataFrame, reference: str = REFERENCE) -> str:
@@ -153,7 +191,8 @@ def run_summary(root: Path = Path("."), readme: bool = False) -> None:
         raise FileNotFoundError(f"{episodes_path} not found: run dvc repro first")
     diffs = paired_differences(pd.read_csv(episodes_path))
     atomic_write_bytes(root / "plots/summary.md", summary_markdown(results, diffs).encode())
-    eval_bars_png({m: {f"{k}shot": v for k, v in shot_results(e).items()} for m, e in results.items()},
+    eval_bars_png({m: {**{f"{k}shot": v for k, v in shot_results(e).items()},
+                       **({"datasets": e["datasets"]} if "datasets" in e else {})} for m, e in results.items()},
                   root / "plots/summary.png")
     if readme and not update_readme(root / "README.md", summary_table(results)):
         print(f"README.md: no {' / '.join(README_MARKERS)} markers; left unchanged", file=sys.stderr)
