@@ -145,11 +145,6 @@ class BiDfTaskSampler:
         perm = torch.randperm(self.ways, generator=self.gen) if cfg["permute_classes"] else torch.arange(self.ways)
         xs = images[rows, pos[:, :ks]].flatten(0, 1).to(self.device)
         ts = probs[rows, pos[:, :ks]].flatten(0, 1)[:, perm].to(self.device)
-        turn = int(torch.randint(4, (1,), generator=self.gen)) if cfg.get("api_rotations") else 0
-        if turn and not (it > cfg["boundary_after"] and cfg["boundary_steps"] > 0):
-            xq = images[rows, pos[:, ks:]].flatten(0, 1).to(self.device)
-            tq = probs[rows, pos[:, ks:]].flatten(0, 1)[:, perm].to(self.device)
-            return Task(torch.rot90(xs, turn, dims=(2, 3)), ts, (torch.rot90(xq, turn, dims=(2, 3)), tq), "kd")
         if it > cfg["boundary_after"] and cfg["boundary_steps"] > 0:
             qrows = (rows * images.shape[1] + pos[:, ks:]).flatten()
             return Task(xs, ts, lambda fast: self.boundary_query(a, qrows, fast, perm), "kd")
@@ -198,10 +193,9 @@ class BiDfTaskSampler:
 
     def memory_task(self) -> Task:
         keys = self.memory.keys()
-        turns = 4 if self.cfg.get("rotations") else 1
-        chosen = torch.randperm(len(keys) * turns, generator=self.gen)[:self.ways].tolist()
+        chosen = torch.randperm(len(keys), generator=self.gen)[:self.ways].tolist()
         ks, kq = self.cfg["support_shots"], self.cfg["query_shots"]
-        sets = [torch.rot90(self.memory.sample(keys[i // turns], ks + kq), i % turns, dims=(2, 3)) for i in chosen]
+        sets = [self.memory.sample(keys[i], ks + kq) for i in chosen]
         xs = torch.cat([s[:ks] for s in sets]).to(self.device)
         xq = torch.cat([s[ks:] for s in sets]).to(self.device)
         if self.cfg["augment"]:
