@@ -277,12 +277,14 @@ def _panel(ax, df: pd.DataFrame, x: str, xlabel: str, colors: dict[str, Any]) ->
     """Methods that send API images: accuracy +- CI against `x` (log); the others: horizontal references
     at their mean accuracy over the experiments."""
     points = df[(df["api_images"] > 0) & (df[x] > 0)]
+    points = points.drop_duplicates(["model", "api_images", "seconds", "acc"])  # one run seen by two experiments
     for model, part in points.groupby("model", sort=False):
         part = part.sort_values(x)
         ax.errorbar(part[x], part["acc"], yerr=part["ci95"], marker="o", capsize=3, color=colors[model],
                     label=model)
         for row in part.itertuples():
-            ax.annotate(f"q={row.q} s={row.steps}", (getattr(row, x), row.acc), fontsize=6,
+            how = "exact" if model.endswith("_whitebox") else f"q={row.q}"  # white-box: no directions
+            ax.annotate(f"{how} s={row.steps}", (getattr(row, x), row.acc), fontsize=6,
                         textcoords="offset points", xytext=(4, -9))
     for model, part in df[df["api_images"] == 0].groupby("model", sort=False):
         ax.axhline(part["acc"].mean(), linestyle="--", color=colors[model], label=f"{model} (no API images)")
