@@ -7,7 +7,8 @@ Measures, at fixed settings (Omniglot shape 1x28x28, 5-way, Conv4 APIs with
 random weights, default inversion and distillation settings from params.yaml):
 - API images/s of a bare `query` call (batches of 1024),
 - API images/s and generator steps/s of zero-order inversion,
-- BiDf-MKD meta-iterations/s, warm-up (bank queries) and with boundary queries,
+- BiDf-MKD meta-iterations/s, warm-up (bank queries) and with boundary queries, and the warm-up
+  with the other meta-gradient order (second order when params say first, and back),
 - MAML (real-data style, CE tasks) meta-iterations/s,
 - episodes/s of evaluation adaptation (5-way 5-shot, 15 queries, evaluate.adapt_steps).
 
@@ -170,7 +171,8 @@ def main() -> None:
            "settings": {"q": icfg["q"], "images_per_class": icfg["images_per_class"],
                         "generator_width": icfg["generator_width"], "tasks_per_batch": dcfg["tasks_per_batch"],
                         "memory_tasks": dcfg["memory_tasks"], "inner_steps": dcfg["inner_steps"],
-                        "boundary_steps": dcfg["boundary_steps"], "adapt_steps": p["evaluate"]["adapt_steps"]}}
+                        "boundary_steps": dcfg["boundary_steps"], "adapt_steps": p["evaluate"]["adapt_steps"],
+                        "meta_gradient": "first_order" if dcfg["first_order"] else "second_order"}}
     if args.http:
         out["http_vs_inprocess"] = http_vs_inprocess(args.pool, args.device, dev, args.seconds, sync)
         print(json.dumps(out, indent=2))
@@ -193,10 +195,15 @@ def main() -> None:
         imgs, probs, s = invert_api(api, icfg["images_per_class"], 1, 28, small, est, i, dev)
         bank.append({"images": imgs, "probs": probs}); states.append(s)
     model = build_meta_model("conv4", 1, 5, 28, 0).to(dev)
-    for label, after in (("bidf_warmup", 10**9), ("bidf_boundary", 0)):
+    other = "second_order" if dcfg["first_order"] else "first_order"
+    for label, after, first in (("bidf_warmup", 10**9, dcfg["first_order"]), ("bidf_boundary", 0, dcfg["first_order"]),
+                                (f"bidf_warmup_{other}", 10**9, not dcfg["first_order"])):
         sampler = BiDfTaskSampler(model, apis, bank, states, est, dict(dcfg, boundary_after=after),
                                   torch.Generator().manual_seed(0), dev)
-        trainer = MetaTrainer(model, dcfg["inner_steps"], dcfg["inner_lr"], dcfg["outer_lr"], dcfg["first_order"],
+        for a, entry in enumerate(bank):  # random-weight APIs answer nearly one class; a trained pool answers
+            for c in range(entry["images"].shape[0]):  # the aimed class for most images: file the bank that way,
+                sampler.memory.add(a, c, entry["images"][c])  # so memory tasks run as in `distill`
+        trainer = MetaTrainer(model, dcfg["inner_steps"], dcfg["inner_lr"], dcfg["outer_lr"], first,
                               dcfg["temperature"], lambda q: 0.0)
         before = ledger.total
         r, n = rate(lambda: trainer.step(sampler(1)), args.seconds, sync)
