@@ -26,6 +26,7 @@ from matplotlib import ticker
 
 from ..evaluation.episodic import ci95, ci95_of_mean
 from ..utils import atomic_write_bytes, read_json
+from ..variants import VARIANTS
 from .plots import SHOT_KEY, eval_bars_png, plt, save_png, write_csv
 
 EVAL_JSON = "metrics/eval.json"
@@ -273,6 +274,9 @@ def collect(exp_show_json: list) -> list[dict]:
 
 # ---------------------------------------------------------------- trade-off: plotting
 
+FORCED_GRADIENT = {v.model: v.gradient for v in VARIANTS.values() if v.gradient}  # model -> its label
+
+
 def _panel(ax, df: pd.DataFrame, x: str, xlabel: str, colors: dict[str, Any]) -> None:
     """Methods that send API images: accuracy +- CI against `x` (log); the others: horizontal references
     at their mean accuracy over the experiments."""
@@ -283,7 +287,7 @@ def _panel(ax, df: pd.DataFrame, x: str, xlabel: str, colors: dict[str, Any]) ->
         ax.errorbar(part[x], part["acc"], yerr=part["ci95"], marker="o", capsize=3, color=colors[model],
                     label=model)
         for row in part.itertuples():
-            how = "exact" if model.endswith("_whitebox") else f"q={row.q}"  # white-box: no directions
+            how = FORCED_GRADIENT.get(model) or f"q={row.q}"  # white-box: exact gradients, no directions
             ax.annotate(f"{how} s={row.steps}", (getattr(row, x), row.acc), fontsize=6,
                         textcoords="offset points", xytext=(4, -9))
     for model, part in df[df["api_images"] == 0].groupby("model", sort=False):
