@@ -190,7 +190,7 @@ def main() -> None:
     out["inversion_api_images_per_s"] = round(r * (ledger.total - before) / (n + 1), 1)
 
     bank, states = [], []
-    small = dict(icfg, steps=2)
+    small = dict(icfg, steps=2, extra_steps=0)  # random-weight APIs: no extra steps for low agreement
     for i, api in enumerate(apis):
         imgs, probs, s = invert_api(api, icfg["images_per_class"], 1, 28, small, est, i, dev)
         bank.append({"images": imgs, "probs": probs}); states.append(s)

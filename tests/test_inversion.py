@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from dfml.api.base import BlackBoxAPI, QueryLedger
 from dfml.inversion.gradients import ExactGradient, ZeroOrderGradient
-from dfml.inversion.invert import ce_group_loss, invert_api
+from dfml.inversion.invert import ce_group_loss, invert_api, more_steps
 
 CFG = {"latent_dim": 8, "generator_width": 8, "lr_generator": 1e-3, "lr_latent": 1e-2, "steps": 3, "tv_weight": 0.0,
        "l2_weight": 0.0, "l1_weight": 0.0}
@@ -115,6 +115,28 @@ def test_inversion_counts_every_image_whatever_the_chunking(q, chunk):
     assert ledger.total == (q + 1) * batch * steps + batch
     assert images.shape == (3, per_class, 1, 8, 8) and probs.shape == (3, per_class, 3)
     assert len(state.history) == steps
+
+
+def test_more_steps_extends_only_apis_below_the_target_agreement():
+    cfg = {"steps": 2, "extra_steps": 2, "target_agreement": 0.7}
+    low, high = {"acc": 0.2}, {"acc": 0.7}
+    assert more_steps([], cfg) and more_steps([high], cfg)  # below `steps`: always
+    assert not more_steps([low, high], cfg)  # reached the target at `steps`
+    assert more_steps([high, low], cfg) and more_steps([low, low, low], cfg)  # below it: on, up to max_steps
+    assert not more_steps([low, low, high], cfg)
+    assert not more_steps([low] * 4, cfg)  # the cap: steps + extra_steps
+    assert not more_steps([low, low], dict(cfg, extra_steps=0))  # none
+
+
+@pytest.mark.parametrize("target,steps_taken", [(0.0, 3), (1.0, 5)])
+def test_extra_inversion_steps_are_counted_like_the_others(target, steps_taken):
+    ledger = QueryLedger()
+    api = SealedAPI(ledger)
+    cfg = dict(CFG, extra_steps=2, target_agreement=target)  # 1.0: never reached by a random generator here
+    est = ZeroOrderGradient(2, 0.005, torch.Generator().manual_seed(0))
+    _, _, state = invert_api(api, 4, 1, 8, cfg, est, seed=0, device=torch.device("cpu"))
+    assert len(state.history) == steps_taken
+    assert ledger.total == 3 * 12 * steps_taken + 12
 
 
 def test_inversion_raises_api_agreement_through_queries_only():

@@ -17,7 +17,7 @@ from conftest import ROOT  # noqa: E402
 TINY = {
     "data": {"classes_per_split": 12, "images_per_class": 10},
     "apis": {"count": 3, "epochs": 3},
-    "invert": {"q": 2, "steps": 3, "images_per_class": 4, "generator_width": 8, "latent_dim": 16},
+    "invert": {"q": 2, "steps": 3, "extra_steps": 0, "images_per_class": 4, "generator_width": 8, "latent_dim": 16},
     "distill": {"iterations": 4, "tasks_per_batch": 2, "memory_tasks": 1, "inner_steps": 1, "support_shots": 2,
                 "query_shots": 2, "boundary_after": 2, "boundary_steps": 1, "val_every": 2, "val_episodes": 4,
                 "val_query": 3},

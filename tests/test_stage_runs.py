@@ -29,9 +29,10 @@ from dfml.resume import Checkpoint, IterationUndo, fingerprint, result_params
 from test_bidf import _setup
 from test_pipeline_e2e import DVC, _run, make_tiny_repo, tiny_env, tiny_params
 
-# Long enough to stop in the middle: 6 generator steps per API, 16 meta-iterations, boundary queries from 5 on.
+# Long enough to stop in the middle: 6 generator steps per API (4, then 2 extra ones: the tiny APIs stay below an
+# agreement of 1.0), 16 meta-iterations, boundary queries from 5 on.
 # memory_tasks 0: with the tiny pool the task memory can hold fewer (API, class) slots than ways.
-RESUMABLE = {"invert": {"steps": 6, "checkpoint_every": 2},
+RESUMABLE = {"invert": {"steps": 4, "extra_steps": 2, "target_agreement": 1.0, "checkpoint_every": 2},
              "distill": {"iterations": 16, "boundary_after": 4, "val_every": 4, "checkpoint_every": 2,
                          "memory_tasks": 0}}
 STEP = (2 + 1) * 5 * 4        # images per generator step: (q + 1) * 5 classes * 4 images
@@ -322,6 +323,7 @@ def reference(inputs, tmp_path_factory):
 def test_reference_run_spends_as_planned(reference):
     assert reference["invert"]["ledger"] == {"total": 3 * API, "calls": 3 * 7, "per_phase": {"invert": 3 * API},
                                              "per_api": {f"api_00{i}": API for i in range(3)}}
+    assert reference["invert"]["generator_steps_per_api"] == {f"api_00{i}": 6 for i in range(3)}  # 4 + 2 extra
     assert reference["distill"]["api_images_distill"] == 12 * 2 * BOUNDARY  # iterations 5..16, 2 API tasks each
 
 
@@ -332,7 +334,7 @@ def test_budget_stops_cleanly_and_a_larger_budget_resumes_to_the_same_result(tmp
     _set_budget(work, API + 2 * STEP)  # api_000 done, api_001 two steps in: the third step would pass it
     out = _stage("invert", work, env, code=3)
     assert "[invert] stopped: API image budget exhausted" in out and CONTINUE in out
-    assert "1 of 3 APIs inverted, api_001 at step 2 of 6" in out
+    assert "1 of 3 APIs inverted, api_001 at step 2 (of 4, up to 6 while its agreement is below 1.0)" in out
     spent = json.loads((work / "metrics" / "invert.json").read_text())
     assert spent["complete"] is False and spent["budget"]["remaining"] == 0
     assert spent["ledger"]["per_api"] == {"api_000": API, "api_001": 2 * STEP}
@@ -400,7 +402,7 @@ def test_stale_checkpoints_are_ignored(tmp_path, inputs, reference, monkeypatch,
 
 @pytest.mark.parametrize("mode", ["topk", "label", "rounded"])
 def test_each_answer_mode_runs_through_invert_and_distill(tmp_path, inputs, monkeypatch, mode):
-    work = _workspace(tmp_path / "w", inputs, {"apis": {"answer": mode}, "invert": {"steps": 2},
+    work = _workspace(tmp_path / "w", inputs, {"apis": {"answer": mode}, "invert": {"steps": 2, "extra_steps": 0},
                                                "distill": {"iterations": 6, "val_every": 3}})
     _in_process(("invert", "distill"), work, monkeypatch)
     probs = torch.load(work / "data" / "bank" / "api_000.pt", weights_only=True)["probs"].flatten(0, 1)  # [20, 5]

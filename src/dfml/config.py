@@ -133,6 +133,8 @@ SCHEMA: dict[str, Any] = {
         "q": _int(1),
         "mu": _pos(),
         "steps": _int(1),
+        "extra_steps": _int(0),
+        "target_agreement": _num(0, 1),
         "images_per_class": _int(2),
         "latent_dim": _int(1),
         "generator_width": _int(4),

@@ -66,7 +66,7 @@ def _load(path: str, params: dict, data: Prepared, device: torch.device) -> tupl
     return m, ck, cost
 
 
-def _meta_learned(path: str) -> Loader:
+def meta_learned(path: str) -> Loader:
     """A meta-learned checkpoint (``inner_lr``, ``best_iteration``, ``best_val_acc``): adapts at its own lr."""
     def load(params: dict, data: Prepared, device: torch.device) -> Candidate:
         m, ck, cost = _load(path, params, data, device)
@@ -90,9 +90,9 @@ def _distilled(path: str) -> Loader:
 # name -> loader of models/<name>.pt, made by the stage that trains it (evaluate_model@<name> depends on that file)
 MODELS: dict[str, Loader] = {
     "random": _distilled(RANDOM),
-    "maml_real": _meta_learned("models/maml_real.pt"),
-    "bidf_mkd": _meta_learned("models/bidf_mkd.pt"),
+    "maml_real": meta_learned("models/maml_real.pt"),
+    "bidf_mkd": meta_learned("models/bidf_mkd.pt"),
     # white-box reference (exact input gradients): stages invert_whitebox / distill_whitebox, not built yet
-    "bidf_mkd_whitebox": _meta_learned("models/bidf_mkd_whitebox.pt"),
+    "bidf_mkd_whitebox": meta_learned("models/bidf_mkd_whitebox.pt"),
     **{name: _distilled(f"models/{name}.pt") for name in ("best_api", "single_dfkd", "distill_avg")},
 }

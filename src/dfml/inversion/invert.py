@@ -149,13 +149,31 @@ def render(state: InversionState, api: BlackBoxAPI, rows: torch.Tensor | None = 
     return x, api.query(x)
 
 
+def more_steps(history: list[dict], cfg: dict) -> bool:
+    """Whether an API's inversion takes another generator step, given the steps done so far (`history`).
+
+    Always below ``cfg["steps"]``. Beyond it, while the last step's agreement (the
+    share of the unperturbed batch the API put in the class aimed at, known
+    without extra queries) is below ``cfg["target_agreement"]``, for up to
+    ``cfg["extra_steps"]`` more. Some APIs start out answering
+    one class for every generated image and need more steps before zero-order
+    estimates move them (measured: README); the extra API images go only to
+    those. The rule reads nothing but `history`, so a resumed inversion takes
+    the same steps.
+    """
+    k = len(history)
+    if k < cfg["steps"]:
+        return True
+    return k < cfg["steps"] + cfg.get("extra_steps", 0) and history[-1]["acc"] < cfg["target_agreement"]
+
+
 def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int, cfg: dict,
                estimator: GradientEstimator, seed: int, device: torch.device, state: InversionState | None = None,
                on_step: Callable[[InversionState], None] | None = None):
     """Recover ``per_class`` images per class of `api`.
 
     `state` (optional) is the inversion to carry on, e.g. restored from a
-    checkpoint: its ``history`` says how many of the ``cfg["steps"]`` are done.
+    checkpoint: its ``history`` says how many steps are done (:func:`more_steps` says how many follow).
     `on_step(state)` (optional) runs before every step and before the final
     answers are queried, the points where the state is whole (checkpoints).
 
@@ -165,7 +183,7 @@ def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int,
     """
     if state is None:
         state = new_state(api.num_classes, per_class, channels, image_size, cfg, seed, device)
-    for _ in range(len(state.history), cfg["steps"]):
+    while more_steps(state.history, cfg):
         if on_step is not None:
             on_step(state)
         state.history.append(inversion_step(state, api, estimator, ce_group_loss, prior=ImagePrior.from_cfg(cfg)))

@@ -25,7 +25,7 @@ from ..resume import (BudgetStop, Checkpoint, budget_ledger, file_digest, finger
 from ..utils import derive_seed, read_json, resolve_device, seed_everything, write_json
 from ..variants import VARIANTS, Variant
 from .gradients import build_estimator
-from .invert import InversionState, invert_api, new_state
+from .invert import InversionState, invert_api, more_steps, new_state
 
 POOL_INDEX = Path("models/apis/pool.json")
 
@@ -66,7 +66,7 @@ def run_invert(params: dict, variant: Variant = VARIANTS["blackbox"]) -> None:
         whole.update(estimator=estimator.state_dict(), rng=rng_state(),
                      buffers={k: v.clone() for k, v in state.generator.named_buffers()})
         k, every = len(state.history), cfg["checkpoint_every"]
-        if every and k % every == 0 and 0 < k < cfg["steps"] and whole.get("saved_step") != (i, k):
+        if every and k % every == 0 and k > 0 and more_steps(state.history, cfg) and whole.get("saved_step") != (i, k):
             save(i, state)
 
     for i in tqdm(range(done, len(apis)), desc="invert APIs", unit="api", initial=done, total=len(apis)):
@@ -92,13 +92,21 @@ def run_invert(params: dict, variant: Variant = VARIANTS["blackbox"]) -> None:
             write_json(variant.invert_metrics, {"complete": False, "stopped": "API image budget exhausted", "apis_done": i,
                                  "apis": len(apis), "gradient": cfg["gradient"],
                                  **_spend(ledger, seconds + time.perf_counter() - start, device)})
-            kept = (f"{i} of {len(apis)} APIs inverted, {api.name} at step {len(state.history)} of {cfg['steps']}, "
+            kept = (f"{i} of {len(apis)} APIs inverted, {api.name} at step {len(state.history)} (of {_planned(cfg)}), "
                     f"in {ck.folder}; what was spent: {variant.invert_metrics}")
             raise BudgetStop(stop_message(exc, ledger, kept)) from exc
         ck.save_part(api.name, {"api": api.name, "images": images, "probs": probs, "state": state.state_dict(),
                                 "history": state.history})
         save(i + 1, None)
     _finish(apis, ck, fp, cfg, ledger, seconds + time.perf_counter() - start, device, variant)
+
+
+def _planned(cfg: dict) -> str:
+    """How many generator steps an API takes, in words."""
+    if not cfg["extra_steps"]:
+        return str(cfg["steps"])
+    return f"{cfg['steps']}, up to {cfg['steps'] + cfg['extra_steps']} while its agreement is below " \
+           f"{cfg['target_agreement']}"
 
 
 def _spend(ledger, seconds: float, device) -> dict:
@@ -125,8 +133,11 @@ def _finish(apis, ck: Checkpoint, fp: str, cfg: dict, ledger, seconds: float, de
     image_grid_png(samples, variant.invert_samples,
                    title=f"recovered images: one row per API ({len(samples)} of {len(apis)}), classes left to right")
     agreement = 100 * sum(agree) / len(agree)
+    steps = {a.name: len(e["history"]) for a, e in zip(apis, entries)}
     write_json(variant.invert_metrics, {"complete": True, "gradient": cfg["gradient"], **_spend(ledger, seconds, device),
-                         "api_agreement_pct": round(agreement, 2)})
+                         "api_agreement_pct": round(agreement, 2),
+                         "api_agreement_pct_per_api": {a.name: round(100 * g, 1) for a, g in zip(apis, agree)},
+                         "generator_steps": sum(steps.values()), "generator_steps_per_api": steps})
     ck.clear()
     print(f"inverted {len(apis)} APIs with {ledger.total:,} API images; "
           f"the APIs give the target class to {agreement:.1f}% of recovered images")

@@ -1,0 +1,54 @@
+"""Score meta-learned checkpoints on many fresh meta-val episodes, paired: choosing between whole runs.
+
+`distill` picks its checkpoint on `distill.val_episodes` (100) meta-val episodes,
+enough to rank the checkpoints of one run but not to rank two runs (a 1-shot
+reading moves by about +-2 points). :func:`score_on_val` adapts every
+checkpoint at its own inner lr for `evaluate.adapt_steps` steps on the same
+seeded meta-**val** episodes (never meta-test) and gives each one's accuracy and
+its paired difference to the first, with 95% intervals (DESIGN.md section 3:
+selection on meta-val only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.episodes import sample_episodes
+from ..data.prepared import Prepared
+from ..utils import derive_seed
+from .episodic import ci95, episode_accuracies
+from .models import meta_learned
+
+
+def score_on_val(paths: list[Path], params: dict, data: Prepared, episodes: int, shots: list[int],
+                 device: torch.device) -> dict:
+    """``{"<K>shot": {path: {"acc", "ci95", "minus_first", "minus_first_ci95"}}}`` over `episodes` meta-val
+    episodes per shot (seed ``derive_seed(seed, "score-val", K)``); `paths` are meta-learned checkpoints
+    (``models/bidf_mkd.pt``, ``models/maml_real.pt`` or copies of them from other experiments)."""
+    cfg = params["evaluate"]
+    cands = {str(p): meta_learned(str(p))(params, data, device) for p in paths}
+    out = {}
+    for k in shots:
+        eps = sample_episodes(data, "val", episodes, cfg["ways"], k, cfg["query"],
+                              derive_seed(params["seed"], "score-val", k), "evaluate")
+        accs = {p: episode_accuracies(c.model, c.params, data, eps, c.own_lr, cfg["adapt_steps"],
+                                      cfg["episode_batch"], device) for p, c in cands.items()}
+        first = accs[str(paths[0])]
+        out[f"{k}shot"] = {p: {"acc": round(float(a.mean()), 3), "ci95": round(ci95(a), 3),
+                               "minus_first": round(float((a - first).mean()), 3),
+                               "minus_first_ci95": round(ci95(a - first), 3)} for p, a in accs.items()}
+    return out
+
+
+def format_scores(scores: dict, episodes: int) -> str:
+    """The table :func:`score_on_val` returns, as markdown."""
+    lines = [f"meta-val accuracy (%) on {episodes} episodes per shot, paired with the first checkpoint", "",
+             "| checkpoint | shot | accuracy | minus the first |", "|---|---|---|---|"]
+    for shot, rows in scores.items():
+        for i, (p, r) in enumerate(rows.items()):
+            diff = "" if i == 0 else f"{r['minus_first']:+.2f} +- {r['minus_first_ci95']:.2f}"
+            lines.append(f"| `{p}` | {shot} | {r['acc']:.2f} +- {r['ci95']:.2f} | {diff} |")
+    return "\n".join(lines)
