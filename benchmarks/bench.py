@@ -170,7 +170,8 @@ def main() -> None:
     out = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "settings": {"q": icfg["q"], "images_per_class": icfg["images_per_class"],
                         "generator_width": icfg["generator_width"], "tasks_per_batch": dcfg["tasks_per_batch"],
-                        "memory_tasks": dcfg["memory_tasks"], "inner_steps": dcfg["inner_steps"],
+                        "memory_tasks": dcfg["memory_tasks"], "support_shots": dcfg["support_shots"],
+                        "inner_steps": dcfg["inner_steps"],
                         "boundary_steps": dcfg["boundary_steps"], "adapt_steps": p["evaluate"]["adapt_steps"],
                         "meta_gradient": "first_order" if dcfg["first_order"] else "second_order"}}
     if args.http:

@@ -105,3 +105,12 @@ def test_memory_files_images_under_the_class_the_api_answered():
     assert sampler.memory.keys() == [(1, 0), (1, 1), (1, 2)]
     assert sampler.memory.fill[(1, 1)] == 2 and sampler.memory.slots[(1, 1)][:2, 0, 0, 0].tolist() == [0.0, 3.0]
     assert sampler.memory.slots[(1, 0)][0, 0, 0, 0] == 1.0
+
+
+def test_support_shots_list_draws_per_task():
+    _, _, sampler = _setup()
+    sampler.cfg = {**DCFG, "support_shots": [1, 2], "boundary_after": 100}
+    sizes = {t.support.shape[0] for _ in range(8) for t in sampler(1)}
+    assert sizes == {3 * 1, 3 * 2}  # N=3 ways: both shot counts occur, nothing else
+    sampler.cfg = {**DCFG, "support_shots": 2, "boundary_after": 100}
+    assert {t.support.shape[0] for t in sampler(1)} == {6}

@@ -69,6 +69,14 @@ def _list_of(inner: Spec, nonempty=True):
     return Spec((list,), check, f"a {'non-empty ' if nonempty else ''}list, each {inner.want or inner.types[0].__name__}")
 
 
+def _int_or_list(lo: int) -> Spec:
+    """An integer >= lo, or a non-empty list of them."""
+    one = _int(lo)
+    lst = _list_of(one)
+    return Spec((int, list), lambda v: (lst.check(v) if isinstance(v, list) else one.check(v)),
+                f"{one.want}, or a non-empty list of them")
+
+
 def _opt(spec: Spec) -> Spec:
     return Spec(spec.types, spec.check, spec.want + " or null", nullable=True)
 
@@ -154,7 +162,7 @@ SCHEMA: dict[str, Any] = {
         "outer_lr": _pos(),
         "first_order": _BOOL,
         "temperature": _pos(),
-        "support_shots": _int(1),
+        "support_shots": _int_or_list(1),
         "query_shots": _int(1),
         "boundary_lambda": _num(0),
         "boundary_after": _int(0),
@@ -269,10 +277,11 @@ def _cross_checks(p: dict) -> list[str]:
     if p["whitebox"]["run"] and p["apis"]["backend"] != "inprocess":
         errs.append(f"whitebox.run: the white-box reference reads input gradients, which apis.backend "
                     f"{p['apis']['backend']!r} cannot give; use apis.backend: inprocess or set whitebox.run to []")
-    need = p["distill"]["support_shots"] + p["distill"]["query_shots"]
+    shots = p["distill"]["support_shots"]
+    need = max(shots if isinstance(shots, list) else [shots]) + p["distill"]["query_shots"]
     if need > p["invert"]["images_per_class"]:
         errs.append(f"invert.images_per_class ({p['invert']['images_per_class']}) must be at least "
-                    f"distill.support_shots + distill.query_shots ({need})")
+                    f"distill.support_shots (the largest) + distill.query_shots ({need})")
     errs += _scenario_checks(p)
     used = scenario_datasets(p)
     where = "data.dataset is" if p["apis"]["scenario"] != "mh" else "apis.datasets lists"

@@ -92,7 +92,7 @@ MODELS: dict[str, Loader] = {
     "random": _distilled(RANDOM),
     "maml_real": meta_learned("models/maml_real.pt"),
     "bidf_mkd": meta_learned("models/bidf_mkd.pt"),
-    # white-box reference (exact input gradients): stages invert_whitebox / distill_whitebox, not built yet
+    # white-box reference (exact input gradients): stages whitebox_invert / whitebox_distill (whitebox.run)
     "bidf_mkd_whitebox": meta_learned("models/bidf_mkd_whitebox.pt"),
     **{name: _distilled(f"models/{name}.pt") for name in ("best_api", "single_dfkd", "distill_avg")},
 }

@@ -129,6 +129,14 @@ class BiDfTaskSampler:
             self.warned = True
         return tasks
 
+    def _support_shots(self) -> int:
+        """Support images per class of the next task: ``distill.support_shots``, or, when it is a list, one of
+        its entries drawn uniformly per task (a model evaluated in 1-shot and 5-shot episodes meets both)."""
+        shots = self.cfg["support_shots"]
+        if isinstance(shots, int):
+            return shots
+        return int(shots[int(torch.randint(len(shots), (1,), generator=self.gen))])
+
     def _pick(self, a: int, k: int) -> torch.Tensor:
         """Per class, k image positions of API a's bank: ``[N, k]``."""
         n = self.bank[a]["images"].shape[1]
@@ -138,7 +146,7 @@ class BiDfTaskSampler:
         cfg = self.cfg
         a = int(torch.randint(len(self.apis), (1,), generator=self.gen))
         images, probs = self.bank[a]["images"], self.bank[a]["probs"]
-        ks, kq = cfg["support_shots"], cfg["query_shots"]
+        ks, kq = self._support_shots(), cfg["query_shots"]
         pos = self._pick(a, ks + kq)
         rows = torch.arange(self.ways).unsqueeze(1)
         # Task class j is API class perm[j]: target column j = API column perm[j].
@@ -194,7 +202,7 @@ class BiDfTaskSampler:
     def memory_task(self) -> Task:
         keys = self.memory.keys()
         chosen = torch.randperm(len(keys), generator=self.gen)[:self.ways].tolist()
-        ks, kq = self.cfg["support_shots"], self.cfg["query_shots"]
+        ks, kq = self._support_shots(), self.cfg["query_shots"]
         sets = [self.memory.sample(keys[i], ks + kq) for i in chosen]
         xs = torch.cat([s[:ks] for s in sets]).to(self.device)
         xq = torch.cat([s[ks:] for s in sets]).to(self.device)
