@@ -50,6 +50,18 @@ def test_cross_check_support_plus_query_fits_the_bank(params):
         validate(params)
 
 
+def test_support_shots_list_checked_by_its_largest_entry(params):
+    params["invert"]["images_per_class"] = 8
+    params["distill"]["support_shots"], params["distill"]["query_shots"] = [1, 3], 5
+    validate(params)  # 3 + 5 fits 8
+    params["distill"]["support_shots"] = [1, 4]
+    with pytest.raises(ParamError, match=r"support_shots \(the largest\) \+ distill.query_shots \(9\)"):
+        validate(params)
+    params["distill"]["support_shots"] = [1, "5"]
+    with pytest.raises(ParamError, match="distill.support_shots: must be an integer >= 1, or a non-empty list"):
+        validate(params)
+
+
 def test_load_params_rejects_broken_yaml(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("seed: [1,\n")
