@@ -11,7 +11,7 @@ from dfml.evaluation.episodic import val_scorer  # noqa: E402
 from dfml.meta.maml import real_task_sampler  # noqa: E402
 from dfml.meta.runs import build_meta_model, save_run  # noqa: E402
 from dfml.meta.trainer import MetaTrainer  # noqa: E402
-from dfml.utils import derive_seed, resolve_device, seed_everything, timer, write_json  # noqa: E402
+from dfml.utils import derive_seed, peak_rss_mb, resolve_device, seed_everything, timer, write_json  # noqa: E402
 
 
 def run(params: dict) -> None:
@@ -35,7 +35,8 @@ def run(params: dict) -> None:
                       Path("plots/maml_real_curve.png"), "MAML on real meta-train images")
     write_json(Path("metrics/maml_real.json"), {"iterations": cfg["iterations"], **chosen,
                                                 "first_order": cfg["first_order"],
-                                                "seconds": round(t["seconds"], 2), "device": str(device)})
+                                                "seconds": round(t["seconds"], 2), "peak_rss_mb": peak_rss_mb(),
+                                                "device": str(device)})
     print(f"MAML (real): best meta-val {chosen['best_val_acc']:.2f}% at iteration {chosen['best_iteration']}")
 
 

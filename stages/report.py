@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dfml.cli import guarded  # noqa: E402
+from dfml.config import load_params  # noqa: E402
 from dfml.reporting.report import ReportError, run_summary, run_tradeoff  # noqa: E402
 
 
@@ -23,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summary", action="store_true", help="plots/summary.md and plots/summary.png")
     parser.add_argument("--tradeoff", action="store_true",
                         help="plots/tradeoff.csv, tradeoff_queries.png, tradeoff_time.png (runs dvc exp show)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--readme", action="store_true",
                         help="also rewrite the README table between <!-- summary:start/end --> (implies --summary)")
     args = parser.parse_args(argv)
@@ -33,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> None:
     if args.summary:
-        run_summary(readme=args.readme)
+        params = load_params(args.params) if Path(args.params).is_file() else None  # only for the paper's protocol rows
+        run_summary(readme=args.readme, params=params)
     if args.tradeoff:
         run_tradeoff()
 

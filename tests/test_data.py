@@ -47,8 +47,10 @@ def test_prepared_roundtrip_and_summary(tmp_path):
     assert summary == {"train": {"classes": 6, "images": 36}, "val": {"classes": 3, "images": 18},
                        "test": {"classes": 3, "images": 18}}
     data = load_prepared(tmp_path / "prep")
-    assert data.images.shape == (72, 1, 4, 4) and data.images.dtype == torch.float32
-    assert torch.equal(data.images[7], torch.from_numpy(ds.images[7]).float() / 255)
+    assert data.images.shape == (72, 1, 4, 4) and data.images.dtype == torch.uint8  # no float copy in memory
+    batch = data.pixels(torch.tensor([[7, 8]]))
+    assert batch.shape == (1, 2, 1, 4, 4) and batch.dtype == torch.float32
+    assert torch.equal(batch[0, 0], torch.from_numpy(ds.images[7]).float() / 255)
     assert [len(data.by_class[c]) for c in range(12)] == [6] * 12
 
 

@@ -291,3 +291,149 @@ def test_folder_errors(tmp_path):
     with pytest.raises(DataError) as err:
         src.load(_folder_cfg(root, train=["class_00"], val=["class_01"], test=["class_02"]), 8, tmp_path)
     assert str(bad) in str(err.value)
+
+
+# ----------------------------------------------------------------------------- MiniImageNet from the data mirror
+
+SHARED_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "miniimagenet" / "mini-imagenet-500.zip"
+
+
+def _build_mini_zip(mirror: Path, per_class=3) -> Path:
+    """The mirror's layout: miniimagenet/mini-imagenet-500.zip with mini-imagenet/<wnid>/<wnid><8 digits>.jpg."""
+    folder = mirror / "miniimagenet"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "mini-imagenet-500.zip", "w", zipfile.ZIP_STORED) as zf:
+        for k, w in enumerate(_wnids()):
+            for j in range(per_class):
+                zf.writestr(f"mini-imagenet/{w}/{w}{j:08d}.jpg", jpeg(_mini_colour(k, j)))
+    write_sums(folder)
+    return folder / "mini-imagenet-500.zip"
+
+
+def test_miniimagenet_reads_the_mirror_when_no_source_is_set(mirror, tmp_path):
+    _build_mini_zip(mirror)
+    src = get_source("miniimagenet")
+    src.preflight(_cfg("miniimagenet"), tmp_path / "dl")
+    ds = src.load(_cfg("miniimagenet"), 8, tmp_path / "dl")
+    _check_common(ds, 100, {"train": 64, "val": 16, "test": 20})
+    assert np.all(np.bincount(ds.labels) == 3)
+
+
+def test_miniimagenet_mirror_checksum_mismatch_stops_before_decoding(mirror, tmp_path):
+    arch = _build_mini_zip(mirror)
+    (arch.parent / "SHA256SUMS").write_text(f"{'0' * 64}  {arch.name}\n")
+    with pytest.raises(DataError, match=r"mini-imagenet-500\.zip: sha256 checksum mismatch") as err:
+        get_source("miniimagenet").preflight(_cfg("miniimagenet"), tmp_path / "dl")
+    assert "0" * 64 in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_miniimagenet_without_mirror_or_source_names_both_fixes(monkeypatch, tmp_path):
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    with pytest.raises(DataError) as err:
+        get_source("miniimagenet").preflight(_cfg("miniimagenet"), tmp_path / "dl")
+    assert MIRROR_ENV in str(err.value) and "data.miniimagenet.source" in str(err.value)
+    assert "no official download" in str(err.value)
+
+
+def test_miniimagenet_incomplete_mirror_archive_is_named_before_decoding(mirror, tmp_path):
+    arch = _build_mini_zip(mirror, per_class=1)
+    with zipfile.ZipFile(arch) as zf:
+        keep = [(n, zf.read(n)) for n in zf.namelist() if _wnids()[70] not in n]
+    with zipfile.ZipFile(arch, "w") as zf:
+        for n, data in keep:
+            zf.writestr(n, data)
+    write_sums(arch.parent)
+    with pytest.raises(DataError, match=rf"no images of 1 MiniImageNet classes \(e\.g\. {_wnids()[70]}\)"):
+        get_source("miniimagenet").preflight(_cfg("miniimagenet"), tmp_path / "dl")
+
+
+def test_miniimagenet_subset_decodes_only_what_it_keeps(mirror, tmp_path, monkeypatch):
+    """classes_per_split / images_per_class cut the members before decoding, to the same data as cutting after."""
+    from dfml.data import sources
+    from dfml.data.prepared import subsample
+
+    _build_mini_zip(mirror, per_class=4)
+    full = get_source("miniimagenet").load(_cfg("miniimagenet"), 8, tmp_path)
+    calls = []
+    real = sources._decode_rgb
+    monkeypatch.setattr(sources, "_decode_rgb", lambda *a: calls.append(a[2]) or real(*a))
+    small = get_source("miniimagenet").load(_cfg("miniimagenet", classes_per_split=2, images_per_class=3), 8, tmp_path)
+    assert len(calls) == 3 * 2 * 3 + 1  # the first image is decoded once more to size the array
+    want = subsample(full, 2, 3)
+    assert small.class_names == want.class_names and small.splits == want.splits
+    assert np.array_equal(small.images, want.images) and np.array_equal(small.labels, want.labels)
+
+
+@pytest.mark.skipif(not SHARED_MINI.is_file(), reason="the shared MiniImageNet copy is not beside the repository")
+def test_shared_miniimagenet_archive_counts_from_its_directory():
+    """The shared copy: 100 classes of the Ravi split x 500 images, counted without decoding any image."""
+    from dfml.data.sources import MiniImageNet
+
+    counts = MiniImageNet.inventory(SHARED_MINI)
+    assert sorted(counts) == sorted(_wnids()) and set(counts.values()) == {500}
+
+
+# ----------------------------------------------------------------------------- damaged archives and own folders
+
+def test_corrupt_deflate_member_names_the_member(tmp_path):
+    """A zip whose checksum matches but whose deflate stream is damaged: DataError naming the member."""
+    from dfml.data.sources import _zip_members
+
+    arch = tmp_path / "a.zip"
+    with zipfile.ZipFile(arch, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x/ok.png", png(3, size=32))
+        zf.writestr("x/bad.png", png(4, size=32) * 20)
+    raw = bytearray(arch.read_bytes())
+    with zipfile.ZipFile(arch) as zf:
+        info = zf.getinfo("x/bad.png")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + 10:start + 30] = b"\xff" * 20  # inside the compressed data
+    arch.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"member x/bad\.png cannot be read"):
+        list(_zip_members(arch, lambda n: True))
+
+
+def test_omniglot_undecodable_member_is_named(mirror, tmp_path):
+    from archive_builders import build_omniglot
+
+    background, _ = build_omniglot(mirror)
+    with zipfile.ZipFile(background) as zf:
+        items = [(n, zf.read(n)) for n in zf.namelist()]
+    victim = next(n for n, _ in items if n.endswith(".png"))
+    with zipfile.ZipFile(background, "w") as zf:
+        for n, data in items:
+            zf.writestr(n, b"not a png" if n == victim else data)
+    write_sums(background.parent)
+    with pytest.raises(DataError, match=rf"member {victim} cannot be decoded"):
+        get_source("omniglot").load(_cfg("omniglot"), 8, tmp_path)
+
+
+def test_folder_images_in_subfolders_are_found_in_sorted_order(tmp_path):
+    """Images anywhere below a class folder (ImageFolder-style nesting), non-images and hidden folders skipped."""
+    root = tmp_path / "own"
+    for k in range(5):
+        d = root / f"class_{k}"
+        (d / "images" / "b").mkdir(parents=True)
+        (d / "images" / "b" / "2.png").write_bytes(png((k, 2, 0)))
+        (d / "images" / "1.png").write_bytes(png((k, 1, 0)))
+        (d / "0.png").write_bytes(png((k, 0, 0)))
+        (d / "labels.csv").write_text("not an image")
+        (d / ".cache").mkdir()
+        (d / ".cache" / "9.png").write_bytes(png((k, 9, 0)))
+    ds = get_source("folder").load(_folder_cfg(root, train=["class_0", "class_1", "class_2"], val=["class_3"],
+                                                test=["class_4"]), 8, tmp_path)
+    assert np.bincount(ds.labels).tolist() == [3] * 5
+    c = ds.class_names.index("class_2")
+    assert ds.images[ds.labels == c][:, 1, 0, 0].tolist() == [0, 1, 2]  # 0.png, images/1.png, images/b/2.png
+
+
+def test_folder_class_without_images_is_worded_for_folders(tmp_path):
+    root = _build_tree(tmp_path / "tree", n_classes=3)
+    for f in (root / "class_02").iterdir():
+        f.unlink()
+    (root / "class_02" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError) as err:
+        get_source("folder").load(_folder_cfg(root, train=["class_00"], val=["class_01"], test=["class_02"]), 8,
+                                  tmp_path)
+    text = str(err.value)
+    assert "class 'class_02'" in text and "class folder" in text and "archive" not in text

@@ -287,9 +287,6 @@ def _cross_checks(p: dict) -> list[str]:
     where = "data.dataset is" if p["apis"]["scenario"] != "mh" else "apis.datasets lists"
     if "folder" in used and not p["data"]["folder"]["root"]:
         errs.append(f"data.folder.root: must name a folder of class folders when {where} 'folder'")
-    if "miniimagenet" in used and not p["data"]["miniimagenet"]["source"]:
-        errs.append(f"data.miniimagenet.source: must name the MiniImageNet archive or folder when {where} "
-                    "'miniimagenet' (no stable public URL exists; download it yourself)")
     return errs
 
 

@@ -75,6 +75,13 @@ def torch_save_atomic(obj: Any, path: Path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MiB (``ru_maxrss``; imports included)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 @contextmanager
 def timer() -> Iterator[dict]:
     """`with timer() as t: ...` then `t["seconds"]`."""

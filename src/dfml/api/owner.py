@@ -27,6 +27,9 @@ from ..models import build_classifier
 from ..utils import derive_seed, torch_save_atomic
 
 
+HELDOUT_CHUNK = 256
+
+
 def _optimizer(name: str, arch: str, params, lr: float):
     if name == "auto":
         name = "adam" if arch == "conv4" else "sgd"
@@ -45,9 +48,9 @@ def train_api(data: Prepared, classes: list[int], arch: str, cfg: dict, seed: in
         cut = max(1, int(round(cfg["train_fraction"] * len(pool))))
         train_idx.append(pool[:cut]); test_idx.append(pool[cut:])
         train_y += [label] * cut; test_y += [label] * (len(pool) - cut)
-    xtr = data.images[torch.cat(train_idx)].to(device)
+    xtr = data.pixels(torch.cat(train_idx), device)  # this API's images only, float32 in [0, 1]
     ytr = torch.tensor(train_y, device=device)
-    xte = data.images[torch.cat(test_idx)].to(device)
+    xte = data.pixels(torch.cat(test_idx), device)
     yte = torch.tensor(test_y, device=device)
 
     torch.manual_seed(seed)
@@ -67,8 +70,9 @@ def train_api(data: Prepared, classes: list[int], arch: str, cfg: dict, seed: in
             loss.backward()
             opt.step()
     net.eval()
-    with torch.no_grad():
-        acc = (net(xte).argmax(1) == yte).float().mean().item() if len(yte) else float("nan")
+    with torch.no_grad():  # held-out images in chunks of HELDOUT_CHUNK (a MiniImageNet API has 500 at 84 px)
+        hits = [net(x).argmax(1) == y for x, y in zip(xte.split(HELDOUT_CHUNK), yte.split(HELDOUT_CHUNK))]
+        acc = torch.cat(hits).float().mean().item() if len(yte) else float("nan")
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}, acc
 
 

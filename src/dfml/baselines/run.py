@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..utils import derive_seed, read_json, resolve_device, seed_everything, timer, torch_save_atomic, write_json
+from ..utils import derive_seed, peak_rss_mb, read_json, resolve_device, seed_everything, timer, torch_save_atomic, write_json
 from .bank import load_bank, reported_accuracies
 from .methods import BASELINES, Setting
 
@@ -42,6 +42,7 @@ def run_baseline(name: str, params: dict, root: Path = Path(".")) -> dict:
     torch_save_atomic({"name": name, "arch": "conv4", "state_dict": result.state_dict, "info": result.info,
                        "cost": cost}, root / checkpoint_path(name))
     metrics = {"api_images": api_images, "apis_used": len(result.apis), **result.info,
-               **result.training, "seconds": round(t["seconds"], 2), "device": str(device)}
+               **result.training, "seconds": round(t["seconds"], 2), "peak_rss_mb": peak_rss_mb(),
+               "device": str(device)}
     write_json(root / metrics_path(name), metrics)
     return metrics

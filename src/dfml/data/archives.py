@@ -26,11 +26,16 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class Archive:
-    """One official archive: file name, URL and checksum (``md5:...`` or ``sha256:...``)."""
+    """One archive: file name, official URL and checksum (``md5:...`` or ``sha256:...``).
+
+    ``url`` and ``checksum`` are None for a dataset with no official download (MiniImageNet): it is read
+    from the mirror only, checked against the mirror's ``SHA256SUMS``, or from a path the user names.
+    """
 
     name: str
-    url: str
-    checksum: str
+    url: str | None
+    checksum: str | None
+    fix: str = ""  # what to do when there is no mirror and no official URL
 
 
 def file_digest(path: Path, algo: str) -> str:
@@ -68,10 +73,11 @@ def locate(dataset: str, archive: Archive, downloads: Path = Path("data/download
         path = folder / archive.name
         sums = folder / "SHA256SUMS"
         if not path.is_file():
+            other = (f"unset {MIRROR_ENV} to download it from {archive.url}" if archive.url else archive.fix)
             raise DataError(
                 f"{archive.name}: not found in the data mirror.\n  looked for: {path.resolve()}\n"
-                f"  ({MIRROR_ENV}={mirror})\n  Fix: put the official {archive.name} there with a SHA256SUMS "
-                f"file beside it, or unset {MIRROR_ENV} to download it from {archive.url}"
+                f"  ({MIRROR_ENV}={mirror})\n  Fix: put {archive.name} there with a SHA256SUMS "
+                f"file beside it, or {other}"
             )
         if sums.is_file():
             table = _read_sums(sums)
@@ -79,12 +85,19 @@ def locate(dataset: str, archive: Archive, downloads: Path = Path("data/download
                 raise DataError(f"{archive.name}: no line for it in {sums.resolve()}; add `<sha256>  {archive.name}`")
             _verify(path, "sha256", table[archive.name], f"mirror, against {sums}",
                     f"replace {path} with a good copy (sha256 {table[archive.name]})")
+        elif archive.checksum is None:
+            raise DataError(f"{archive.name}: no SHA256SUMS beside it in the data mirror ({sums.resolve()}) and "
+                            f"no official checksum to check it against; add `<sha256>  {archive.name}` there")
         else:
             algo, expected = archive.checksum.split(":", 1)
             _verify(path, algo, expected, "mirror without SHA256SUMS, against the official checksum",
                     f"replace {path} with the official archive from {archive.url}")
         return path
 
+    if archive.url is None or archive.checksum is None:
+        raise DataError(f"{archive.name}: {dataset} has no official download and {MIRROR_ENV} is not set.\n"
+                        f"  Fix: set {MIRROR_ENV} to a folder holding {dataset}/{archive.name} with a SHA256SUMS "
+                        f"file beside it, or {archive.fix}")
     algo, expected = archive.checksum.split(":", 1)
     path = downloads / dataset / archive.name
     if path.is_file():

@@ -15,6 +15,7 @@ import tarfile
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -56,7 +57,11 @@ def resize_gray(img: Image.Image, size: int) -> np.ndarray:
 
 
 def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
-    return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8).transpose(2, 0, 1)
+    """``uint8 [3, size, size]``; an image already of that size is not resampled."""
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
 class DatasetSource(ABC):
@@ -98,27 +103,76 @@ def get_source(name: str) -> DatasetSource:
     return DATASETS[name]()
 
 
-def assemble(per_class: dict[str, list[np.ndarray]], splits_by_name: dict[str, list[str]], where: str) -> RawDataset:
+def assemble(per_class: dict[str, list[np.ndarray]], splits_by_name: dict[str, list[str]], where: str,
+             missing: str = "the archive is incomplete or not the official one") -> RawDataset:
     """Stack per-class image lists into a RawDataset, in split-list order.
 
-    Raises DataError when a class named in a split has no images.
+    Raises DataError (`where`, then `missing`: what an empty class means for this source) when a class named in
+    a split has no images.
     """
-    names, images, labels, splits = [], [], [], {}
+    names, labels, splits = [], [], {}
     for split in SPLITS:
         idx = []
         for cname in splits_by_name[split]:
-            imgs = per_class.get(cname)
-            if not imgs:
-                raise DataError(f"{where}: class {cname!r} of the {split} split has no images; "
-                                "the archive is incomplete or not the official one")
+            if not per_class.get(cname):
+                raise DataError(f"{where}: class {cname!r} of the {split} split has no images; {missing}")
             idx.append(len(names))
-            labels.extend([len(names)] * len(imgs))
+            labels.extend([len(names)] * len(per_class[cname]))
             names.append(cname)
-            images.extend(imgs)
         splits[split] = idx
-    arr = np.stack(images)
+    first = per_class[names[0]][0]
+    arr = np.empty((len(labels), *first.shape), dtype=np.uint8)  # filled in place: no second copy of the images
+    row = 0
+    for cname in names:
+        for img in per_class[cname]:
+            arr[row] = img
+            row += 1
     if arr.ndim == 3:
         arr = arr[:, None]
+    return RawDataset(arr, np.asarray(labels, dtype=np.int64), names, splits)
+
+
+def keep_first(splits_by_name: dict[str, list[str]], cfg: dict) -> dict[str, list[str]]:
+    """The split lists cut to their first ``data.classes_per_split`` classes (smoke configs; all when null),
+    as :func:`dfml.data.prepared.subsample` will keep them: a source can skip decoding the others."""
+    n = cfg.get("classes_per_split")
+    return {s: list(names[:n] if n else names) for s, names in splits_by_name.items()}
+
+
+def assemble_encoded(members: dict[str, list[tuple[str, bytes]]], splits_by_name: dict[str, list[str]], cfg: dict,
+                     decode: Callable[[str, bytes], np.ndarray], where: str,
+                     missing: str = "the archive is incomplete or not the official one") -> RawDataset:
+    """:func:`assemble` from encoded images, decoded straight into the one ``uint8 [M, C, S, S]`` array.
+
+    Each class's members are taken in sorted name order, and only the first ``data.images_per_class`` of
+    them (smoke configs); decoding runs on one thread per CPU core (PIL decodes outside the GIL) and gives
+    the same array for any number of threads.
+
+    Args:
+        members: class name -> ``[(member name, encoded bytes)]`` in any order.
+        decode: ``(member name, bytes) -> uint8 [C, S, S]``; raises DataError naming the member.
+    """
+    cap = cfg.get("images_per_class")
+    names, labels, splits, jobs = [], [], {}, []
+    for split in SPLITS:
+        idx = []
+        for cname in splits_by_name[split]:
+            items = sorted(members.get(cname, []), key=lambda t: t[0])[:cap]
+            if not items:
+                raise DataError(f"{where}: class {cname!r} of the {split} split has no images; {missing}")
+            idx.append(len(names))
+            labels.extend([len(names)] * len(items))
+            names.append(cname)
+            jobs += items
+        splits[split] = idx
+    first = decode(*jobs[0])
+    arr = np.empty((len(jobs), *first.shape), dtype=np.uint8)
+
+    def fill(row: int) -> None:
+        arr[row] = decode(*jobs[row])
+
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+        list(pool.map(fill, range(len(jobs))))
     return RawDataset(arr, np.asarray(labels, dtype=np.int64), names, splits)
 
 
@@ -143,22 +197,22 @@ class Omniglot(DatasetSource):
     def load(self, cfg, image_size, downloads):
         splits = {s: split_list("omniglot-vinyals", s) for s in SPLITS}
         wanted = {c for names in splits.values() for c in names}
+
+        def want(member: str) -> bool:
+            parts = member.split("/")
+            return len(parts) == 4 and parts[3].endswith(".png") and f"{parts[1]}/{parts[2]}" in wanted
+
         per_class: dict[str, list[np.ndarray]] = {}
         for arch in self.archives(cfg):
             path = locate(self.name, arch, downloads)
-            try:
-                with zipfile.ZipFile(path) as zf:
-                    for member in sorted(zf.namelist()):
-                        parts = member.split("/")
-                        if len(parts) != 4 or not parts[3].endswith(".png"):
-                            continue
-                        cname = f"{parts[1]}/{parts[2]}"
-                        if cname not in wanted:
-                            continue
-                        with Image.open(io.BytesIO(zf.read(member))) as img:
-                            per_class.setdefault(cname, []).append(255 - resize_gray(img, image_size))
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise DataError(f"{path}: cannot be read as a zip archive ({exc}); replace it with a good copy") from exc
+            for member, data in _zip_members(path, want):
+                parts = member.split("/")
+                try:
+                    with Image.open(io.BytesIO(data)) as img:
+                        per_class.setdefault(f"{parts[1]}/{parts[2]}", []).append(255 - resize_gray(img, image_size))
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                    raise DataError(f"{path}: member {member} cannot be decoded as an image ({exc}); "
+                                    "replace the archive with a good copy") from exc
         ds = assemble(per_class, splits, "omniglot")
         if cfg.get("rotations"):
             ds = add_rotations(ds)
@@ -217,14 +271,34 @@ def _tar_members(path: Path, want: Callable[[str], bool]) -> Iterator[tuple[str,
 
 
 def _zip_members(path: Path, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of the files of a zip archive that `want` accepts, in sorted name order."""
+    """(name, bytes) of the files of a zip archive that `want` accepts, in sorted name order.
+
+    A damaged archive (no zip directory) or a damaged member (a broken deflate stream, a CRC error) raises
+    DataError naming the archive and, for a member, the member.
+    """
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read as a zip archive ({exc}); "
+                        "it is truncated or corrupt, replace it with a good copy") from exc
+    with zf:
+        for name in sorted(zf.namelist()):
+            if name.endswith("/") or not want(name):
+                continue
+            try:
+                data = zf.read(name)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+                raise DataError(f"{path}: member {name} cannot be read ({type(exc).__name__}: {exc}); "
+                                "the archive is corrupt, replace it with a good copy") from exc
+            yield name, data
+
+
+def zip_names(path: Path) -> list[str]:
+    """The member names of a zip archive, from its directory only (nothing is decompressed)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            for name in sorted(zf.namelist()):
-                if name.endswith("/") or not want(name):
-                    continue
-                yield name, zf.read(name)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read as a zip archive ({exc}); "
                         "it is truncated or corrupt, replace it with a good copy") from exc
 
@@ -234,9 +308,9 @@ def _is_image(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTS)
 
 
-def _sorted_per_class(named: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, list[np.ndarray]]:
-    """Order each class's images by member / file name."""
-    return {c: [img for _, img in sorted(items, key=lambda t: t[0])] for c, items in named.items()}
+def _hidden_below(name: str, folder: Path) -> bool:
+    """Whether a path below `folder` passes through a hidden folder (``.git``, ``.ipynb_checkpoints``...)."""
+    return any(part.startswith(".") for part in Path(name).relative_to(folder).parts[:-1])
 
 
 def _maybe_rotate(ds: RawDataset, cfg: dict) -> RawDataset:
@@ -319,14 +393,13 @@ class CUB(DatasetSource):
             return n == classes_txt or (n.startswith(img_prefix) and n.count("/") == 3 and _is_image(n))
 
         table = None
-        named: dict[str, list[tuple[str, np.ndarray]]] = {}
+        encoded: dict[str, list[tuple[str, bytes]]] = {}
         fix = "the archive is corrupt, replace it with the official CUB_200_2011.tgz"
         for name, data in _tar_members(path, want):
             if name == classes_txt:
                 table = data.decode("utf-8", errors="replace")
                 continue
-            folder = name.split("/")[2]
-            named.setdefault(folder, []).append((name, _decode_rgb(data, image_size, f"{path}: {name}", fix)))
+            encoded.setdefault(name.split("/")[2], []).append((name, data))
         if table is None:
             raise DataError(f"{path}: member {classes_txt} not found; this is not the official "
                             "CUB_200_2011.tgz, replace it")
@@ -342,12 +415,14 @@ class CUB(DatasetSource):
         if len(class_names) != 200:
             raise DataError(f"{path}: {classes_txt} lists {len(class_names)} classes, expected 200; "
                             "replace it with the official CUB_200_2011.tgz")
-        splits = {
+        splits = keep_first({
             "train": [c for i, c in enumerate(class_names) if i % 2 == 0],
             "val": [c for i, c in enumerate(class_names) if i % 4 == 1],
             "test": [c for i, c in enumerate(class_names) if i % 4 == 3],
-        }
-        return _maybe_rotate(assemble(_sorted_per_class(named), splits, f"cub ({path})"), cfg)
+        }, cfg)
+        return _maybe_rotate(assemble_encoded(encoded, splits, cfg,
+                                              lambda name, data: _decode_rgb(data, image_size, f"{path}: {name}", fix),
+                                              f"cub ({path})"), cfg)
 
 
 def _wnid_of(name: str) -> str | None:
@@ -361,34 +436,56 @@ def _wnid_of(name: str) -> str | None:
 
 @register("miniimagenet")
 class MiniImageNet(DatasetSource):
-    """MiniImageNet (Vinyals et al. 2016) with the Ravi & Larochelle split 64/16/20, 600 images per class.
+    """MiniImageNet (Vinyals et al., NeurIPS 2016) with the Ravi & Larochelle split 64/16/20 (ICLR 2017).
 
-    There is no stable official URL, so `data.miniimagenet.source` names a folder or a
+    There is no official download. With `data.miniimagenet.source` unset, the archive
+    ``$DFML_DATA_MIRROR/miniimagenet/mini-imagenet-500.zip`` is read, checked against the ``SHA256SUMS``
+    beside it (a copy with 500 of the 600 images of every class, 84x84 JPEG); set, it names a folder or a
     .tar / .tar.gz / .tgz / .zip archive the user obtained. Images may sit in wnid folders
     (``.../n01532829/xxx.jpg``) or flat in Ravi format (``images/n0153282900000005.jpg``).
+    Output: ``uint8 [M, 3, S, S]``, each class's images in sorted member-name order.
     """
 
     channels = 3
     image_size = 84
     KEY = "data.miniimagenet.source"
+    MIRROR = Archive("mini-imagenet-500.zip", None, None,
+                     fix=f"set {KEY} to a MiniImageNet folder or archive you downloaded")
 
     def preflight(self, cfg, downloads):
-        self._source(cfg)
+        """The archive is located and checked, and its directory (a zip's) lists an image of every class of
+        the split, before anything is decoded."""
+        path = self._source(cfg, downloads)
+        if path.is_file() and path.name.lower().endswith(".zip"):
+            counts = self.inventory(path)
+            missing = [c for s in SPLITS for c in split_list("miniimagenet", s) if not counts.get(c)]
+            if missing:
+                raise DataError(f"{path}: no images of {len(missing)} MiniImageNet classes (e.g. {missing[0]}); "
+                                "the archive is incomplete, replace it with a full copy")
 
-    def _source(self, cfg) -> Path:
+    @staticmethod
+    def inventory(path: Path) -> dict[str, int]:
+        """``{wnid: images}`` of a zip archive, read from its directory alone (no image is decoded)."""
+        counts: dict[str, int] = {}
+        for name in zip_names(path):
+            wnid = _wnid_of(name)
+            if wnid is not None and _is_image(name):
+                counts[wnid] = counts.get(wnid, 0) + 1
+        return counts
+
+    def _source(self, cfg, downloads: Path) -> Path:
         src = (cfg.get("miniimagenet") or {}).get("source")
         if not src:
-            raise DataError(f"{self.KEY}: not set; name the MiniImageNet folder or archive you downloaded "
-                            "(no stable public URL exists)")
+            return locate(self.name, self.MIRROR, downloads)
         path = Path(src).expanduser()
         if not path.exists():
             raise DataError(f"{self.KEY}: {path} does not exist (resolved: {path.resolve()}); "
-                            "fix the path or download MiniImageNet there")
+                            "fix the path, or set it to null to read the data mirror's copy")
         return path
 
     def load(self, cfg, image_size, downloads):
-        path = self._source(cfg)
-        splits = {s: split_list("miniimagenet", s) for s in SPLITS}
+        path = self._source(cfg, downloads)
+        splits = keep_first({s: split_list("miniimagenet", s) for s in SPLITS}, cfg)
         wanted = {c for names in splits.values() for c in names}
 
         def want(n: str) -> bool:
@@ -396,7 +493,7 @@ class MiniImageNet(DatasetSource):
 
         lower = path.name.lower()
         if path.is_dir():
-            members = self._folder_members(path, want)
+            members = _folder_members(path, want)
         elif lower.endswith(".zip"):
             members = _zip_members(path, want)
         elif lower.endswith((".tar", ".tar.gz", ".tgz")):
@@ -406,33 +503,38 @@ class MiniImageNet(DatasetSource):
                             "point it at one of those")
         fix = f"replace that file or re-download MiniImageNet into {path}"
         prefix = "" if path.is_dir() else f"{path}: "
-        named: dict[str, list[tuple[str, np.ndarray]]] = {}
+        encoded: dict[str, list[tuple[str, bytes]]] = {}
         for name, data in members:
-            named.setdefault(_wnid_of(name), []).append(
-                (name, _decode_rgb(data, image_size, prefix + name, fix)))
-        return _maybe_rotate(assemble(_sorted_per_class(named), splits, f"miniimagenet ({path})"), cfg)
+            encoded.setdefault(_wnid_of(name), []).append((name, data))
+        return _maybe_rotate(assemble_encoded(encoded, splits, cfg,
+                                              lambda name, data: _decode_rgb(data, image_size, prefix + name, fix),
+                                              f"miniimagenet ({path})"), cfg)
 
-    @staticmethod
-    def _folder_members(root: Path, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                full = Path(dirpath) / fn
-                if not want(full.as_posix()):
-                    continue
-                try:
-                    yield str(full), full.read_bytes()
-                except OSError as exc:
-                    raise DataError(f"{full}: cannot be read ({exc}); fix its permissions or replace it") from exc
+
+def _folder_members(root: Path, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of the files below `root` that `want` accepts, in sorted order (deterministic)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            full = Path(dirpath) / fn
+            if not want(full.as_posix()):
+                continue
+            try:
+                yield str(full), full.read_bytes()
+            except OSError as exc:
+                raise DataError(f"{full}: cannot be read ({exc}); fix its permissions or replace it") from exc
 
 
 @register("folder")
 class Folder(DatasetSource):
-    """A user dataset: `data.folder.root` holds one folder of images per class.
+    """A user dataset: `data.folder.root` holds one folder per class, its images anywhere below it.
 
-    Classes are split by the explicit `data.folder.train/val/test` lists when all three are
-    given, else by a seeded random permutation of the sorted class folders with
-    `data.folder.fractions` ``[train, val, test]``. Grey / palette images become RGB.
+    A class's images may lie directly in its folder or in sub-folders of it (as torchvision's
+    ``ImageFolder`` accepts, and as many published datasets ship them); they are taken in sorted order of
+    their path inside the class folder, hidden files and files that are not images skipped. Classes are
+    split by the explicit `data.folder.train/val/test` lists when all three are given, else by a seeded
+    random permutation of the sorted class folders with `data.folder.fractions` ``[train, val, test]``.
+    Grey / palette images become RGB: ``uint8 [M, 3, S, S]``.
     """
 
     channels = 3
@@ -457,20 +559,15 @@ class Folder(DatasetSource):
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
             raise DataError(f"data.folder.root: {root} has no class sub-folders; put one folder of images per class there")
-        splits = self._split(fcfg, classes, cfg.get("seed", 0), root)
-        per_class: dict[str, list[np.ndarray]] = {}
+        splits = keep_first(self._split(fcfg, classes, cfg.get("seed", 0), root), cfg)
+        encoded: dict[str, list[tuple[str, bytes]]] = {}
         for cname in (c for s in SPLITS for c in splits[s]):
             folder = root / cname
-            files = sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p.name))
-            imgs = []
-            for f in files:
-                try:
-                    data = f.read_bytes()
-                except OSError as exc:
-                    raise DataError(f"{f}: cannot be read ({exc}); fix its permissions or remove it") from exc
-                imgs.append(_decode_rgb(data, image_size, str(f), "remove or replace that file"))
-            per_class[cname] = imgs
-        return _maybe_rotate(assemble(per_class, splits, f"folder ({root})"), cfg)
+            encoded[cname] = list(_folder_members(folder, lambda n, f=folder: _is_image(n) and not _hidden_below(n, f)))
+        return _maybe_rotate(assemble_encoded(
+            encoded, splits, cfg, lambda name, data: _decode_rgb(data, image_size, name, "remove or replace that file"),
+            f"data.folder.root ({root})", missing=f"put its images ({', '.join(IMAGE_EXTS)}) in that class folder "
+                                                  "or a folder below it, or remove the class folder"), cfg)
 
     @staticmethod
     def _split(fcfg: dict, classes: list[str], seed: int, root: Path) -> dict[str, list[str]]:

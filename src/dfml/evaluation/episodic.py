@@ -36,8 +36,8 @@ def episode_accuracies(model: nn.Module, params: Params, data: Prepared, eps: Ep
     for s in range(0, eps.support.shape[0], batch):
         sup, qry = eps.support[s:s + batch], eps.query[s:s + batch]
         e = sup.shape[0]
-        xs = data.images[sup.flatten()].view(e, sup.shape[1], *data.images.shape[1:]).to(device)
-        xq = data.images[qry.flatten()].view(e, qry.shape[1], *data.images.shape[1:]).to(device)
+        xs = data.images[sup].to(device)  # uint8 [e, N*K, C, H, W]: float one episode at a time
+        xq = data.images[qry].to(device)
         logits = adapt_and_predict_batched(model, params, xs, ys.expand(e, -1), xq, steps, lr)
         out.append((logits.argmax(-1) == yq).float().mean(1).mul(100).cpu())
     return torch.cat(out).numpy()

@@ -37,7 +37,8 @@ def merge(params: dict, root: Path = Path(".")) -> dict:
     write_json(root / "metrics/eval.json", results)
     write_json(root / "metrics/eval_settings.json", {
         **protocols[names[0]], "seconds": round(sum(m["seconds"] for m in per_model.values()), 2),
-        "device": ", ".join(devices), "models": {name: m["settings"] for name, m in per_model.items()}})
+        "device": ", ".join(devices), "models": {name: m["settings"] for name, m in per_model.items()},
+        "resources": {name: {k: m[k] for k in ("seconds", "peak_rss_mb") if k in m} for name, m in per_model.items()}})
     episodes = pd.concat([pd.read_csv(root / model_csv(name)) for name in names], ignore_index=True)
     atomic_write_bytes(root / "plots/episodes.csv", episodes.to_csv(index=False).encode())
     eval_bars_png(results, root / "plots/eval.png")

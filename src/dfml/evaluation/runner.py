@@ -21,7 +21,7 @@ import numpy as np
 from ..data.episodes import sample_episodes
 from ..data.prepared import load_prepared
 from ..reporting.plots import write_csv
-from ..utils import derive_seed, resolve_device, seed_everything, timer, write_json
+from ..utils import derive_seed, peak_rss_mb, resolve_device, seed_everything, timer, write_json
 from .episodic import choose_lr, ci95, ci95_of_mean, episode_accuracies
 from .models import MODELS
 
@@ -97,6 +97,7 @@ def evaluate_model(name: str, params: dict, root: Path = Path(".")) -> dict:
                         mean=MEAN)
     write_json(root / model_json(name), {"model": name, "results": results, "cost": cand.cost, "settings": settings,
                                          "protocol": protocol, "seconds": round(t["seconds"], 2),
+                                         "peak_rss_mb": peak_rss_mb(),
                                          "device": str(device)})
     write_csv(rows, root / model_csv(name))
     return results

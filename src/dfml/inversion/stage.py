@@ -22,7 +22,7 @@ from ..api import BudgetExhausted, open_apis
 from ..reporting.plots import image_grid_png
 from ..resume import (BudgetStop, Checkpoint, budget_ledger, file_digest, fingerprint, result_params, rng_state,
                       set_rng_state, stop_message)
-from ..utils import derive_seed, read_json, resolve_device, seed_everything, write_json
+from ..utils import derive_seed, peak_rss_mb, read_json, resolve_device, seed_everything, write_json
 from ..variants import VARIANTS, Variant
 from .gradients import build_estimator
 from .invert import InversionState, invert_api, more_steps, new_state
@@ -112,6 +112,7 @@ def _planned(cfg: dict) -> str:
 def _spend(ledger, seconds: float, device) -> dict:
     return {"api_images": ledger.total, "api_images_per_api": dict(sorted(ledger.per_api.items())),
             "ledger": ledger.summary(), "budget": ledger.budget_report(), "seconds": round(seconds, 2),
+            "peak_rss_mb": peak_rss_mb(),
             "device": str(device)}
 
 

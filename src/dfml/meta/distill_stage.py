@@ -22,7 +22,7 @@ from ..inversion.gradients import build_estimator
 from ..inversion.invert import ImagePrior, load_state
 from ..resume import (BudgetStop, Checkpoint, IterationUndo, budget_ledger, file_digest, fingerprint, result_params,
                       rng_state, set_rng_state, stop_message)
-from ..utils import derive_seed, read_json, resolve_device, seed_everything, write_json
+from ..utils import derive_seed, peak_rss_mb, read_json, resolve_device, seed_everything, write_json
 from ..variants import VARIANTS, Variant
 from .bidf import BiDfTaskSampler
 from .runs import build_meta_model, save_run
@@ -113,4 +113,4 @@ def run_distill(params: dict, variant: Variant = VARIANTS["blackbox"]) -> None:
 def _spend(ledger, seconds: float, device) -> dict:
     return {"api_images_invert": ledger.per_phase["invert"], "api_images_distill": ledger.per_phase["distill"],
             "api_images_total": ledger.total, "ledger": ledger.summary(), "budget": ledger.budget_report(),
-            "seconds": round(seconds, 2), "device": str(device)}
+            "seconds": round(seconds, 2), "peak_rss_mb": peak_rss_mb(), "device": str(device)}

@@ -18,7 +18,6 @@ def real_task_sampler(data: Prepared, ways: int, shots: int, query_shots: int, t
     """
     ys = episode_labels(ways, shots).to(device)
     yq = episode_labels(ways, query_shots).to(device)
-    shape = data.images.shape[1:]
 
     def episodes(it: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(support, query) image indices of the tasks of meta-iteration `it`."""
@@ -36,8 +35,8 @@ def real_task_sampler(data: Prepared, ways: int, shots: int, query_shots: int, t
     def make(it: int) -> list[Task]:
         out = []
         for sup, qry in episodes(it):
-            xs = data.images[sup].view(-1, *shape).to(device)
-            xq = data.images[qry].view(-1, *shape).to(device)
+            xs = data.pixels(sup, device)
+            xq = data.pixels(qry, device)
             out.append(Task(xs, ys, (xq, yq), "ce"))
         return out
 

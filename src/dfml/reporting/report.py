@@ -27,9 +27,11 @@ from matplotlib import ticker
 from ..evaluation.episodic import ci95, ci95_of_mean
 from ..utils import atomic_write_bytes, read_json
 from ..variants import VARIANTS
+from .paper import paper_section
 from .plots import SHOT_KEY, eval_bars_png, plt, save_png, write_csv
 
 EVAL_JSON = "metrics/eval.json"
+DATA_JSON = "metrics/data.json"
 EPISODES_CSV = "plots/episodes.csv"
 REFERENCE = "bidf_mkd"
 README_MARKERS = ("<!-- summary:start -->", "<!-- summary:end -->")
@@ -162,13 +164,15 @@ def paired_table(diffs: pd.DataFrame, reference: str = REFERENCE) -> str:
                       "mean difference", "95% interval"], rows)
 
 
-def summary_markdown(results: dict, diffs: pd.DataFrame, reference: str = REFERENCE) -> str:
-    """The whole ``plots/summary.md``: the results table, then the paired differences."""
+def summary_markdown(results: dict, diffs: pd.DataFrame, reference: str = REFERENCE, paper: str = "") -> str:
+    """The whole ``plots/summary.md``: the results table, the paired differences, then `paper` (the quoted
+    paper rows of :func:`~dfml.reporting.paper.paper_section`, when the dataset has any)."""
     paired = paired_table(diffs, reference) if len(diffs) else f"No episodes of `{reference}` to compare."
     return (f"# Results\n\nMeta-test accuracy (%) +- 95% CI (`{EVAL_JSON}`); API images sent by the model's "
             f"training; training wall seconds (inversion included).\n\n{summary_table(results)}\n\n"
             f"## Paired differences\n\nAccuracy of `{reference}` minus each model on the same episodes "
-            f"(`{EPISODES_CSV}`): mean and 95% interval, mean +- 1.96 * std / sqrt(episodes).\n\n{paired}\n")
+            f"(`{EPISODES_CSV}`): mean and 95% interval, mean +- 1.96 * std / sqrt(episodes).\n\n{paired}\n"
+            + (f"\n{paper}" if paper else ""))
 
 
 def update_readme(readme: Path, block: str) -> bool:
@@ -183,15 +187,21 @@ def update_readme(readme: Path, block: str) -> bool:
     return True
 
 
-def run_summary(root: Path = Path("."), readme: bool = False) -> None:
-    """Write ``plots/summary.md`` and ``plots/summary.png`` under `root`; with `readme`, the README table too."""
+def run_summary(root: Path = Path("."), readme: bool = False, params: dict | None = None) -> None:
+    """Write ``plots/summary.md`` and ``plots/summary.png`` under `root`; with `readme`, the README table too.
+
+    A dataset the paper reports (``metrics/data.json``) adds the quoted paper rows and, with `params`, the
+    protocol differences of this run.
+    """
     root = Path(root)
     results = load_eval(root / EVAL_JSON)
     episodes_path = root / EPISODES_CSV
     if not episodes_path.is_file():
         raise FileNotFoundError(f"{episodes_path} not found: run dvc repro first")
     diffs = paired_differences(pd.read_csv(episodes_path))
-    atomic_write_bytes(root / "plots/summary.md", summary_markdown(results, diffs).encode())
+    data = root / DATA_JSON
+    paper = paper_section(read_json(data)["dataset"], results, params) if data.is_file() else ""
+    atomic_write_bytes(root / "plots/summary.md", summary_markdown(results, diffs, paper=paper).encode())
     eval_bars_png({m: {**{f"{k}shot": v for k, v in shot_results(e).items()},
                        **({"datasets": e["datasets"]} if "datasets" in e else {})} for m, e in results.items()},
                   root / "plots/summary.png")

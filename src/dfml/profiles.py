@@ -1,0 +1,263 @@
+"""Named profiles: a params overlay run as one DVC experiment, its results committed under ``results/<name>/``.
+
+A profile is ``profiles/<name>.yaml``: a part of ``params.yaml`` (same keys, same nesting) with the values
+that make the profile, and a first comment block that says what it is. ``dfml profile run <name>``:
+
+1. merges the overlay into ``params.yaml`` and checks the result (a bad key stops it before any work);
+2. runs ``dvc exp run --temp --name <name> -S key=value ...`` (the workspace is left as it is; every
+   stage output goes to the DVC cache, the experiment to a git ref that is never published);
+3. copies the experiment's results into ``results/<name>/`` (:func:`collect`): the metrics and plots of
+   :data:`RESULT_FILES` that it has, its ``params.yaml`` and ``dvc.lock``, and ``run.json`` (the command,
+   the code's commit, wall seconds, seconds and peak memory of every stage, the machine).
+
+Only ``main`` is published, so ``results/<name>/`` is what users and the README read; commit it.
+``dfml profile collect <name> [--rev REV]`` redoes step 3 from an experiment that already ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ParamError, validate
+from .utils import atomic_write_bytes, write_json
+
+PROFILES = Path("profiles")
+RESULTS = Path("results")
+# What a profile's results hold, when its experiment wrote them (paths in the experiment = paths in results/<name>/)
+RESULT_FILES = (
+    "metrics/eval.json", "metrics/eval_settings.json", "metrics/data.json", "metrics/apis.json",
+    "metrics/invert.json", "metrics/distill.json", "metrics/maml_real.json", "metrics/invert_whitebox.json",
+    "metrics/distill_whitebox.json", "metrics/best_api.json", "metrics/single_dfkd.json", "metrics/distill_avg.json",
+    "plots/episodes.csv", "plots/summary.md", "plots/summary.png", "plots/eval.png", "plots/invert_samples.png",
+    "plots/distill_curve.csv", "plots/distill_curve.png", "plots/maml_real_curve.csv", "plots/maml_real_curve.png",
+    "params.yaml", "dvc.lock",
+)
+REQUIRED = ("metrics/eval.json", "metrics/eval_settings.json", "metrics/data.json", "plots/episodes.csv",
+            "plots/summary.md", "params.yaml")
+
+
+class ProfileError(RuntimeError):
+    """A profile cannot be run or collected; the message says why and what to do."""
+
+
+def profile_path(name: str, root: Path = Path(".")) -> Path:
+    path = Path(root) / PROFILES / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (Path(root) / PROFILES).glob("*.yaml"))
+        raise ProfileError(f"no profile {name!r}: {path} does not exist; known profiles: {', '.join(known) or 'none'}")
+    return path
+
+
+def describe(path: Path) -> str:
+    """The first comment block of a profile file, without the ``#``."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return " ".join(lines)
+
+
+def load_overlay(name: str, root: Path = Path(".")) -> dict:
+    path = profile_path(name, root)
+    try:
+        overlay = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(overlay, dict):
+        raise ProfileError(f"{path}: must be a mapping of params.yaml sections, got {type(overlay).__name__}")
+    return overlay
+
+
+def merge(base: dict, overlay: dict, path: str = "") -> dict:
+    """`base` with `overlay`'s values put in (nested mappings merged key by key; a copy).
+
+    Raises ProfileError for an overlay key that `base` lacks (a misspelt key would otherwise be ignored).
+    """
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in out:
+            raise ProfileError(f"{dotted}: not a key of params.yaml; fix the profile")
+        if isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = merge(out[key], value, dotted)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def overrides(overlay: dict, path: str = "") -> list[str]:
+    """``key=value`` arguments of ``dvc exp run -S`` for every leaf of `overlay` (values as flow YAML)."""
+    out = []
+    for key, value in overlay.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if isinstance(value, dict):
+            out += overrides(value, dotted)
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+            out.append(f"{dotted}={text.removesuffix('...').strip()}")
+    return out
+
+
+def _git(root: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise ProfileError(f"`git {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def experiment_rev(name: str, root: Path = Path(".")) -> str:
+    """The commit of DVC experiment `name` made from the current HEAD (else from any commit, if only one)."""
+    head = _git(root, "rev-parse", "HEAD").strip()
+    refs = [line.split() for line in _git(root, "for-each-ref", "--format=%(refname) %(objectname)",
+                                          "refs/exps").splitlines()]
+    mine = [(ref, sha) for ref, sha in refs if ref.rsplit("/", 1)[-1] == name]
+    for ref, sha in mine:
+        if ref.startswith(f"refs/exps/{head[:2]}/{head[2:]}/"):
+            return sha
+    if len(mine) == 1:
+        return mine[0][1]
+    if not mine:
+        raise ProfileError(f"no DVC experiment named {name!r}: run `dfml profile run {name}` first")
+    raise ProfileError(f"{len(mine)} experiments named {name!r} from other commits than HEAD; pass --rev")
+
+
+def _show(root: Path, rev: str, path: str) -> bytes | None:
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def stage_resources(files: dict[str, bytes]) -> dict:
+    """``{stage: {"seconds", "peak_rss_mb"}}`` from the metrics files a run wrote (what each stage measured)."""
+    names = {"metrics/data.json": "prepare", "metrics/apis.json": "pretrain", "metrics/invert.json": "invert",
+             "metrics/distill.json": "distill", "metrics/maml_real.json": "maml_real",
+             "metrics/invert_whitebox.json": "whitebox_invert", "metrics/distill_whitebox.json": "whitebox_distill",
+             "metrics/best_api.json": "baseline@best_api", "metrics/single_dfkd.json": "baseline@single_dfkd",
+             "metrics/distill_avg.json": "baseline@distill_avg"}
+    out = {}
+    for path, stage in names.items():
+        if path in files:
+            m = json.loads(files[path])
+            out[stage] = {k: m[k] for k in ("seconds", "peak_rss_mb") if k in m}
+    if "metrics/eval_settings.json" in files:
+        for model, s in json.loads(files["metrics/eval_settings.json"]).get("resources", {}).items():
+            out[f"evaluate_model@{model}"] = s
+    return out
+
+
+def collect(name: str, rev: str | None = None, root: Path = Path("."), run: dict | None = None) -> Path:
+    """Write ``results/<name>/`` from the experiment commit `rev` (default: :func:`experiment_rev`).
+
+    Every file of :data:`RESULT_FILES` the experiment has is copied; :data:`REQUIRED` ones must be there.
+    ``run.json`` gets `run` (what :func:`run_profile` measured) and each stage's seconds and peak memory.
+    The folder is replaced as a whole (written beside it, then renamed): never half old, half new.
+    """
+    root = Path(root)
+    rev = rev or experiment_rev(name, root)
+    files = {p: data for p in RESULT_FILES if (data := _show(root, rev, p)) is not None}
+    missing = [p for p in REQUIRED if p not in files]
+    if missing:
+        raise ProfileError(f"experiment {rev[:10]} has no {', '.join(missing)}: it did not finish; rerun it")
+    out = root / RESULTS / name
+    tmp = out.with_name(f".{name}.tmp")
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    for path, data in files.items():
+        atomic_write_bytes(tmp / path, data)
+    write_json(tmp / "run.json", {"profile": name, "experiment": rev, **(run or {}),
+                                  "stages": stage_resources(files)})
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run_profile(name: str, root: Path = Path("."), dry_run: bool = False) -> Path | list[str]:
+    """Check, run and collect profile `name` (see the module docstring); return ``results/<name>``.
+
+    With `dry_run`, only check the merged params and return the ``dvc exp run`` command.
+    """
+    root = Path(root)
+    overlay = load_overlay(name, root)
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    try:
+        merged = validate(merge(base, overlay), f"params.yaml with {PROFILES / (name + '.yaml')}")
+    except ParamError as exc:
+        raise ProfileError(str(exc)) from exc
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
+    for item in overrides(overlay):
+        cmd += ["-S", item]
+    if dry_run:
+        return cmd
+    env = dict(os.environ)
+    if env.get("DFML_DATA_MIRROR"):  # the experiment runs in .dvc/tmp/exps/...: a relative mirror would not resolve
+        env["DFML_DATA_MIRROR"] = str(Path(env["DFML_DATA_MIRROR"]).resolve())
+    head = _git(root, "rev-parse", "HEAD").strip()
+    dirty = [line[3:] for line in _git(root, "status", "--porcelain").splitlines()
+             if not line[3:].startswith(str(RESULTS))]
+    subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", name], cwd=root, env=env, capture_output=True)
+    print(f"[profile {name}] {shlex.join(cmd[1:])}", flush=True)
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=root, env=env)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        raise ProfileError(f"`dvc exp run` of profile {name} failed (exit {proc.returncode}) after {wall:.0f} s; "
+                           "its output is above")
+    run = {"command": f"dfml profile run {name}", "code_commit": head, "uncommitted_changes": dirty,
+           "wall_seconds": round(wall, 1), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+           "machine": machine()}
+    exp_params = _show(root, experiment_rev(name, root), "params.yaml")
+    if exp_params is not None and yaml.safe_load(exp_params) != merged:
+        raise ProfileError(f"the experiment's params.yaml differs from params.yaml + {name}.yaml: a -S value was "
+                           "read otherwise than meant; check the profile's values")
+    return collect(name, root=root, run=run)
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="the profiles and what each is")
+    for action, text in (("run", "run a profile as a DVC experiment and write results/<name>/"),
+                         ("collect", "write results/<name>/ from an experiment that already ran")):
+        p = sub.add_parser(action, help=text)
+        p.add_argument("name")
+        if action == "run":
+            p.add_argument("--dry-run", action="store_true", help="check the params, print the command, run nothing")
+        else:
+            p.add_argument("--rev", help="the experiment's commit (default: the experiment named <name>)")
+
+
+def main(args) -> None:
+    if args.action == "list":
+        for path in sorted(PROFILES.glob("*.yaml")):
+            print(f"{path.stem:28s} {describe(path)}")
+        return
+    if args.action == "collect":
+        print(f"wrote {collect(args.name, args.rev)}")
+        return
+    out = run_profile(args.name, dry_run=args.dry_run)
+    print(" ".join(shlex.quote(c) for c in out) if args.dry_run else f"wrote {out}; commit it to publish it")
