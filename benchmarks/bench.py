@@ -42,15 +42,15 @@ from dfml.api.answers import AnswerSettings  # noqa: E402
 from dfml.api.base import BlackBoxAPI, QueryLedger  # noqa: E402
 from dfml.api.http import TOKEN_ENV, open_http_pool  # noqa: E402
 from dfml.api.inprocess import open_pool  # noqa: E402
-from dfml.config import load_params  # noqa: E402
+from dfml.core.runtime import resolve_device  # noqa: E402
 from dfml.meta.functional import adapt_and_predict_batched  # noqa: E402
 from dfml.inversion.gradients import build_estimator  # noqa: E402
 from dfml.inversion.invert import ce_group_loss, inversion_step, invert_api, new_state  # noqa: E402
 from dfml.meta.bidf import BiDfTaskSampler  # noqa: E402
-from dfml.meta.runs import build_meta_model  # noqa: E402
 from dfml.meta.trainer import MetaTrainer, Task  # noqa: E402
-from dfml.models import build_classifier  # noqa: E402
-from dfml.utils import resolve_device  # noqa: E402
+from dfml.models import build_classifier, build_meta_model  # noqa: E402
+from dfml.params import load_params  # noqa: E402
+from dfml.pipeline.paths import POOL  # noqa: E402
 
 
 class RandomConv4API(BlackBoxAPI):
@@ -159,21 +159,21 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--http", action="store_true",
                     help="measure only the HTTP backend (a `dfml serve` process) against the in-process one")
-    ap.add_argument("--pool", type=Path, default=Path("models/apis"), help="trained API pool served with --http")
+    ap.add_argument("--pool", type=Path, default=POOL, help="trained API pool served with --http")
     args = ap.parse_args()
     p = load_params(args.params)
     dev = resolve_device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    icfg, dcfg = p["invert"], dict(p["distill"])
+    icfg, dcfg = p.invert, p.distill
     ledger = QueryLedger()
-    apis = [RandomConv4API(ledger, dev, s, p["apis"]["query_chunk"]) for s in range(4)]
+    apis = [RandomConv4API(ledger, dev, s, p.query.chunk) for s in range(4)]
     out = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "settings": {"q": icfg["q"], "images_per_class": icfg["images_per_class"],
-                        "generator_width": icfg["generator_width"], "tasks_per_batch": dcfg["tasks_per_batch"],
-                        "memory_tasks": dcfg["memory_tasks"], "support_shots": dcfg["support_shots"],
-                        "inner_steps": dcfg["inner_steps"],
-                        "boundary_steps": dcfg["boundary_steps"], "adapt_steps": p["evaluate"]["adapt_steps"],
-                        "meta_gradient": "first_order" if dcfg["first_order"] else "second_order"}}
+           "settings": {"q": icfg.q, "images_per_class": icfg.images_per_class,
+                        "generator_width": icfg.generator_width, "tasks_per_batch": dcfg.tasks_per_batch,
+                        "memory_tasks": dcfg.memory_tasks, "support_shots": dcfg.support_shots,
+                        "inner_steps": dcfg.inner_steps,
+                        "boundary_steps": dcfg.boundary_steps, "adapt_steps": p.evaluate.adapt_steps,
+                        "meta_gradient": "first_order" if dcfg.first_order else "second_order"}}
     if args.http:
         out["http_vs_inprocess"] = http_vs_inprocess(args.pool, args.device, dev, args.seconds, sync)
         print(json.dumps(out, indent=2))
@@ -184,39 +184,39 @@ def main() -> None:
     out["api_query_images_per_s"] = round(r * 1024, 1)
 
     est = build_estimator(icfg, torch.Generator().manual_seed(0))
-    st = new_state(5, icfg["images_per_class"], 1, 28, icfg, 0, dev)
+    st = new_state(5, icfg.images_per_class, 1, 28, icfg, 0, dev)
     before = ledger.total
     r, n = rate(lambda: inversion_step(st, apis[0], est, ce_group_loss), args.seconds, sync)
     out["inversion_steps_per_s"] = round(r, 3)
     out["inversion_api_images_per_s"] = round(r * (ledger.total - before) / (n + 1), 1)
 
     bank, states = [], []
-    small = dict(icfg, steps=2, extra_steps=0)  # random-weight APIs: no extra steps for low agreement
+    small = icfg.model_copy(update={"steps": 2, "extra_steps": 0})  # random-weight APIs: no extra steps for low agreement
     for i, api in enumerate(apis):
-        imgs, probs, s = invert_api(api, icfg["images_per_class"], 1, 28, small, est, i, dev)
+        imgs, probs, s = invert_api(api, icfg.images_per_class, 1, 28, small, est, i, dev)
         bank.append({"images": imgs, "probs": probs}); states.append(s)
     model = build_meta_model("conv4", 1, 5, 28, 0).to(dev)
-    other = "second_order" if dcfg["first_order"] else "first_order"
-    for label, after, first in (("bidf_warmup", 10**9, dcfg["first_order"]), ("bidf_boundary", 0, dcfg["first_order"]),
-                                (f"bidf_warmup_{other}", 10**9, not dcfg["first_order"])):
-        sampler = BiDfTaskSampler(model, apis, bank, states, est, dict(dcfg, boundary_after=after),
+    other = "second_order" if dcfg.first_order else "first_order"
+    for label, after, first in (("bidf_warmup", 10**9, dcfg.first_order), ("bidf_boundary", 0, dcfg.first_order),
+                                (f"bidf_warmup_{other}", 10**9, not dcfg.first_order)):
+        sampler = BiDfTaskSampler(model, apis, bank, states, est, dcfg.model_copy(update={"boundary_after": after}),
                                   torch.Generator().manual_seed(0), dev)
         for a, entry in enumerate(bank):  # random-weight APIs answer nearly one class; a trained pool answers
             for c in range(entry["images"].shape[0]):  # the aimed class for most images: file the bank that way,
                 sampler.memory.add(a, c, entry["images"][c])  # so memory tasks run as in `distill`
-        trainer = MetaTrainer(model, dcfg["inner_steps"], dcfg["inner_lr"], dcfg["outer_lr"], first,
-                              dcfg["temperature"], lambda q: 0.0)
+        trainer = MetaTrainer(model, dcfg.inner_steps, dcfg.inner_lr, dcfg.outer_lr, first,
+                              dcfg.temperature, lambda q: 0.0)
         before = ledger.total
         r, n = rate(lambda: trainer.step(sampler(1)), args.seconds, sync)
         out[f"{label}_meta_iterations_per_s"] = round(r, 3)
         out[f"{label}_api_images_per_iteration"] = round((ledger.total - before) / (n + 1), 1)
 
-    m = p["maml_real"]
-    xs, xq = torch.rand(25, 1, 28, 28, device=dev), torch.rand(m["query_shots"] * 5, 1, 28, 28, device=dev)
+    m = p.maml_real
+    xs, xq = torch.rand(25, 1, 28, 28, device=dev), torch.rand(m.query_shots * 5, 1, 28, 28, device=dev)
     ys = torch.arange(5, device=dev).repeat_interleave(5)
-    yq = torch.arange(5, device=dev).repeat_interleave(m["query_shots"])
-    trainer = MetaTrainer(model, m["inner_steps"], m["inner_lr"], m["outer_lr"], m["first_order"], 1.0, lambda q: 0.0)
-    r, _ = rate(lambda: trainer.step([Task(xs, ys, (xq, yq), "ce")] * m["tasks_per_batch"]), args.seconds, sync)
+    yq = torch.arange(5, device=dev).repeat_interleave(m.query_shots)
+    trainer = MetaTrainer(model, m.inner_steps, m.inner_lr, m.outer_lr, m.first_order, 1.0, lambda q: 0.0)
+    r, _ = rate(lambda: trainer.step([Task(xs, ys, (xq, yq), "ce")] * m.tasks_per_batch), args.seconds, sync)
     out["maml_meta_iterations_per_s"] = round(r, 3)
 
     e = 20
@@ -224,7 +224,7 @@ def main() -> None:
     ey = ys.expand(e, -1)
     eq = torch.rand(e, 75, 1, 28, 28, device=dev)
     params = dict(model.named_parameters())
-    r, _ = rate(lambda: adapt_and_predict_batched(model, params, ex, ey, eq, p["evaluate"]["adapt_steps"], 0.1),
+    r, _ = rate(lambda: adapt_and_predict_batched(model, params, ex, ey, eq, p.evaluate.adapt_steps, 0.1),
                 args.seconds, sync)
     out["eval_5shot_episodes_per_s"] = round(r * e, 2)
     print(json.dumps(out, indent=2))

@@ -14,4 +14,4 @@ export PATH="$PWD/.venv/bin:$PATH"  # stage commands call `python`: the venv's
 [ -d .git ] || { echo "run inside a git checkout of this repository" >&2; exit 1; }
 .venv/bin/dvc exp run --queue -S "invert.q=${Q:-2,5,10,20}" -S "invert.steps=${STEPS:-20,40}" "$@"  # the grid
 .venv/bin/dvc exp run --run-all --jobs 1  # failed ones are reported here and left out of the plots
-.venv/bin/python stages/report.py --tradeoff
+PYTHONPATH=src .venv/bin/python -m dfml.pipeline.report --tradeoff

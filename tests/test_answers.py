@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dfml.api.answers import MODES, AnswerSettings, make_answer, settings_from_description, to_json
-from dfml.api.base import APIReplyError
+from dfml.core.errors import APIReplyError
 
 
 def _mode(mode, **opts):

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dfml.api.base import APIReplyError, BlackBoxAPI, QueryLedger
-from dfml.evaluation.episodic import ci95
-from dfml.meta.losses import boundary_loss, ce_on_probs, kd_loss, kd_per_sample
+from dfml.api.base import BlackBoxAPI, QueryLedger
+from dfml.core.errors import APIReplyError
+from dfml.core.losses import boundary_loss, ce_on_probs, kd_loss, kd_per_sample
+from dfml.core.stats import ci95
 
 
 class LinearAPI(BlackBoxAPI):

@@ -8,34 +8,45 @@ import torch
 import yaml
 
 from conftest import ROOT
-from dfml.baselines import BASELINES, HEADS, Setting, distill_student, load_bank, restricted_logits, run_baseline
 from dfml.baselines import methods
-from dfml.baselines.students import minibatches
-from dfml.config import BASELINE_NAMES, EVAL_MODELS, validate
+from dfml.baselines.bank import load_bank
+from dfml.baselines.methods import BASELINES, HEADS, Setting
+from dfml.baselines.params import BASELINE_NAMES, SingleDFKDParams, StudentParams
+from dfml.baselines.students import distill_student, minibatches, restricted_logits
+from dfml.core.errors import ParamError
+from dfml.core.io import write_json
+from dfml.core.losses import kd_loss
+from dfml.core.seeding import derive_seed
 from dfml.data.prepared import load_prepared, save_prepared
-from dfml.data.sources import RawDataset
-from dfml.evaluation.models import MODELS, save_random_init
-from dfml.evaluation.merge import merge
-from dfml.evaluation.runner import evaluate_model
-from dfml.meta.losses import kd_loss
-from dfml.meta.runs import build_meta_model
+from dfml.data.raw import RawDataset
+from dfml.evaluation.candidates import KINDS
+from dfml.evaluation.params import EVAL_MODELS
+from dfml.models import build_meta_model
+from dfml.params import validate
+from dfml.pipeline import paths
+from dfml.pipeline.baseline import baseline
+from dfml.pipeline.evaluate import evaluate
+from dfml.pipeline.evaluate_model import evaluate_model
+from dfml.pipeline.random_init import random_init
 from dfml.reporting.plots import eval_bars_png
-from dfml.utils import derive_seed, write_json
 
 APIS, WAYS, PER_CLASS, SIZE = 3, 5, 4, 16
 ACCURACY = {"api_000": 0.9, "api_001": 0.95, "api_002": 0.95}  # a tie: the first of the best wins
-TINY = {"steps": 3, "lr": 0.01, "batch_size": 8, "temperature": 1.0}
+TINY = StudentParams.model_validate({"steps": 3, "lr": 0.01, "batch_size": 8, "temperature": 1.0})
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["device"] = "cpu"
-    params["baselines"] = {"run": ["best_api", "single_dfkd", "distill_avg"], "best_api": dict(TINY),
-                           "single_dfkd": {**TINY, "head": "zero"}, "distill_avg": dict(TINY)}
-    params["evaluate"].update({"models": ["random", "best_api", "single_dfkd", "distill_avg"], "shots": [1, 2],
-                               "query": 2, "episodes": 4, "val_episodes": 2, "adapt_steps": 1,
-                               "lr_grid": [0.1, 0.3], "episode_batch": 4})
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["device"] = "cpu"
+    raw["baselines"] = {"best_api": TINY.model_dump(), "single_dfkd": {**TINY.model_dump(), "head": "zero"},
+                        "distill_avg": TINY.model_dump()}
+    raw["run"].update({"baselines": ["best_api", "single_dfkd", "distill_avg"],
+                       "evaluate": ["random", "best_api", "single_dfkd", "distill_avg"]})
+    raw["evaluate"].update({"shots": [1, 2], "query": 2, "episodes": 4, "val_episodes": 2, "adapt_steps": 1,
+                            "lr_grid": [0.1, 0.3], "episode_batch": 4})
+    params = validate(raw)
+    assert params.ways == WAYS
     return params
 
 
@@ -108,8 +119,9 @@ def test_kd_training_fits_one_api(tmp_path):
     task = load_bank(_bank(tmp_path) / "data/bank")[0]
     student = build_meta_model("conv4", 1, WAYS, SIZE, 0)
     owner = torch.zeros(len(task.images), dtype=torch.long)
-    out = distill_student(student, task.images, task.probs, owner, {**TINY, "steps": 60, "batch_size": 20},
-                          torch.Generator().manual_seed(0), torch.device("cpu"))
+    cfg = TINY.model_copy(update={"steps": 60, "batch_size": 20})
+    out = distill_student(student, task.images, task.probs, owner, cfg, torch.Generator().manual_seed(0),
+                          torch.device("cpu"))
     assert out["steps"] == 60 and out["final_loss"] < 0.5 * out["initial_loss"]
     assert out["agreement_pct"] >= 80
 
@@ -157,7 +169,8 @@ def test_single_dfkd_keeps_the_distilled_body_under_a_new_head(tmp_path, head, m
         return out
 
     monkeypatch.setattr(methods, "distill_student", recording)
-    res = BASELINES["single_dfkd"](_setting(_bank(tmp_path)), {**TINY, "head": head})
+    res = BASELINES["single_dfkd"](_setting(_bank(tmp_path)),
+                                   SingleDFKDParams.model_validate({**TINY.model_dump(), "head": head}))
     assert wide[0]["head.weight"].shape == (APIS * WAYS, 32) and res.apis == sorted(ACCURACY)
     random_init = build_meta_model("conv4", 1, WAYS, SIZE, derive_seed(0, "meta-init")).state_dict()
     for k, v in res.state_dict.items():
@@ -167,19 +180,19 @@ def test_single_dfkd_keeps_the_distilled_body_under_a_new_head(tmp_path, head, m
     assert not torch.equal(res.state_dict["features.0.weight"], random_init["features.0.weight"])
 
 
-def test_run_baseline_writes_a_checkpoint_that_evaluate_loads(tmp_path, monkeypatch):
+def test_baseline_stage_writes_a_checkpoint_that_evaluate_loads(tmp_path, monkeypatch):
     root = _bank(tmp_path)
     _prepared(root)
     params = _params()
+    monkeypatch.chdir(root)  # the stages read and write their files from the working directory
     for name in BASELINES:
-        m = run_baseline(name, params, root)
-        assert m["steps"] == TINY["steps"] and m["seconds"] >= 0 and np.isfinite(m["final_loss"])
+        m = baseline(name, params)
+        assert m["steps"] == TINY.steps and m["seconds"] >= 0 and np.isfinite(m["final_loss"])
         assert m["api_images"] == (1000 if name == "best_api" else 3000)
         assert json.loads((root / f"metrics/{name}.json").read_text()) == m
-    monkeypatch.chdir(root)  # the loaders read models/<name>.pt from the working directory
     data = load_prepared(root / "data/prepared")
     for name in BASELINES:
-        cand = MODELS[name](params, data, torch.device("cpu"))
+        cand = KINDS[name](paths.model(name), data.channels, params.ways, data.image_size, torch.device("cpu"))
         assert cand.own_lr is None and cand.info["checkpoint"] == f"models/{name}.pt"
         own = json.loads((root / f"metrics/{name}.json").read_text())
         assert cand.cost["api_images"] == own["api_images"]
@@ -187,12 +200,13 @@ def test_run_baseline_writes_a_checkpoint_that_evaluate_loads(tmp_path, monkeypa
         assert cand.model(torch.rand(4, 1, SIZE, SIZE)).shape == (4, WAYS)
 
 
-def test_run_baseline_is_reproducible(tmp_path):
+def test_baseline_stage_is_reproducible(tmp_path, monkeypatch):
     root = _bank(tmp_path)
     params = _params()
-    run_baseline("best_api", params, root)
+    monkeypatch.chdir(root)
+    baseline("best_api", params)
     first = torch.load(root / "models/best_api.pt", weights_only=False)
-    run_baseline("best_api", params, root)
+    baseline("best_api", params)
     again = torch.load(root / "models/best_api.pt", weights_only=False)
     for ck in (first, again):  # wall-clock seconds of training: the one thing a rerun changes
         assert ck["cost"].pop("seconds") >= 10  # invert's 10 s included
@@ -206,40 +220,44 @@ def test_per_model_evaluation_and_merge(tmp_path, monkeypatch):
     root = _bank(tmp_path)
     _prepared(root)
     params = _params()
-    for name in BASELINES:
-        run_baseline(name, params, root)
-    write_json(root / "metrics/data.json", {"channels": 1, "image_size": SIZE})
-    init = torch.load(save_random_init(params, root), weights_only=False)
-    seeded = build_meta_model("conv4", 1, WAYS, SIZE, derive_seed(params["seed"], "meta-init"))
-    assert all(torch.equal(init["state_dict"][k], v) for k, v in seeded.state_dict().items())
     monkeypatch.chdir(root)
-    for name in params["evaluate"]["models"]:
-        evaluate_model(name, params, root)
+    for name in BASELINES:
+        baseline(name, params)
+    write_json(root / "metrics/data.json", {"channels": 1, "image_size": SIZE})
+    random_init(params)
+    init = torch.load(root / "models/random.pt", weights_only=False)
+    seeded = build_meta_model("conv4", 1, WAYS, SIZE, derive_seed(params.seed, "meta-init"))
+    assert init["state_dict"].keys() == seeded.state_dict().keys()
+    assert all(torch.equal(init["state_dict"][k], v) for k, v in seeded.state_dict().items())
+    for name in params.run.evaluate:
+        evaluate_model(name, params)
     one = json.loads((root / "metrics/eval/best_api.json").read_text())
     assert set(one["results"]) == {"1shot", "2shot"}
     assert one["settings"]["1shot"]["chosen_by"].startswith("best of evaluate.lr_grid")
-    results = merge(params, root)
-    assert list(results) == params["evaluate"]["models"]
+    results = evaluate(params)
+    assert list(results) == params.run.evaluate
+    assert json.loads((root / "metrics/eval.json").read_text()) == results
     assert results["random"]["api_images"] == 0 and results["random"]["seconds"] == 0
     own = json.loads((root / "metrics/best_api.json").read_text())
     assert results["best_api"]["api_images"] == 1000 and results["best_api"]["seconds"] == round(10 + own["seconds"], 2)
     assert results["distill_avg"]["api_images"] == 3000
     assert results["best_api"]["1shot"] == one["results"]["1shot"]
     settings = json.loads((root / "metrics/eval_settings.json").read_text())
-    assert settings["episodes"] == 4 and list(settings["models"]) == params["evaluate"]["models"]
+    assert settings["episodes"] == 4 and list(settings["models"]) == params.run.evaluate
     episodes = (root / "plots/episodes.csv").read_text().splitlines()
     assert episodes[0] == "model,shot,episode,acc" and len(episodes) == 1 + 4 * 2 * 4
     assert (root / "plots/eval.png").stat().st_size > 0
     # every model saw the same episodes: a model evaluated twice gives the same file
     before = (root / "plots/episodes/random.csv").read_text()
-    evaluate_model("random", params, root)
+    evaluate_model("random", params)
     assert (root / "plots/episodes/random.csv").read_text() == before
 
 
-def test_merge_names_a_model_without_evaluation(tmp_path):
+def test_merge_names_a_model_without_evaluation(tmp_path, monkeypatch):
     params = _params()
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="metrics/eval/random.json not found"):
-        merge(params, tmp_path)
+        evaluate(params)
 
 
 def test_eval_bars_plot_only_shot_entries(tmp_path):
@@ -254,42 +272,42 @@ def test_eval_bars_plot_only_shot_entries(tmp_path):
 # ---------------------------------------------------------------- params and dvc.yaml in step with the code
 
 def test_registries_params_and_dvc_yaml_agree():
-    assert set(EVAL_MODELS) == set(MODELS) and set(BASELINES) <= set(MODELS)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    validate(params)
-    assert set(params["baselines"]) - {"run"} == set(BASELINES) == set(BASELINE_NAMES)
+    assert set(EVAL_MODELS) == set(KINDS) and set(BASELINES) <= set(KINDS)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    validate(raw)
+    assert set(raw["baselines"]) == set(BASELINES) == set(BASELINE_NAMES)
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["baseline"]["foreach"] == "${baselines.run}"
-    assert stages["evaluate_model"]["foreach"] == "${evaluate.models}"
+    assert stages["baseline"]["foreach"] == "${run.baselines}"
+    assert stages["evaluate_model"]["foreach"] == "${run.evaluate}"
     assert "models/${item}.pt" in stages["evaluate_model"]["do"]["deps"]
 
 
 def test_evaluate_models_must_be_known_and_unique():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["evaluate"]["models"] = ["random", "best_apii"]
-    with pytest.raises(Exception, match="evaluate.models: must be a non-empty list"):
+    params["run"]["evaluate"] = ["random", "best_apii"]
+    with pytest.raises(ParamError, match="run.evaluate: must be a non-empty list"):
         validate(params)
-    params["evaluate"]["models"] = ["random", "random"]
-    with pytest.raises(Exception, match="lists a model twice"):
+    params["run"]["evaluate"] = ["random", "random"]
+    with pytest.raises(ParamError, match=r"run.evaluate: lists \['random', 'random'\] with a repeat"):
         validate(params)
-    params["evaluate"]["models"] = ["random", "bidf_mkd_whitebox"]
-    with pytest.raises(Exception, match=r"lists bidf_mkd_whitebox, which whitebox.run does not train"):
+    params["run"]["evaluate"] = ["random", "bidf_mkd_whitebox"]
+    with pytest.raises(ParamError, match=r"lists bidf_mkd_whitebox, which run.whitebox does not train"):
         validate(params)
-    params["whitebox"]["run"] = ["bidf_mkd_whitebox"]
+    params["run"]["whitebox"] = ["bidf_mkd_whitebox"]
     validate(params)
-    params["apis"]["backend"] = "http"
-    with pytest.raises(Exception, match=r"whitebox.run: the white-box reference reads input gradients"):
+    params["runtime"]["backend"] = "http"
+    with pytest.raises(ParamError, match=r"runtime.backend: the white-box reference reads input gradients"):
         validate(params)
-    params["apis"]["backend"], params["whitebox"]["run"] = "inprocess", []
-    params["evaluate"]["models"] = ["random", "distill_avg"]
-    with pytest.raises(Exception, match="evaluate.models lists distill_avg, which baselines.run does not train"):
+    params["runtime"]["backend"], params["run"]["whitebox"] = "inprocess", []
+    params["run"]["evaluate"] = ["random", "distill_avg"]
+    with pytest.raises(ParamError, match="run.evaluate lists distill_avg, which run.baselines does not train"):
         validate(params)
-    params["baselines"]["run"] = ["distill_avg", "distill_avg"]
-    with pytest.raises(Exception, match="baselines.run lists a baseline twice"):
+    params["run"]["baselines"] = ["distill_avg", "distill_avg"]
+    with pytest.raises(ParamError, match=r"run.baselines: lists \['distill_avg', 'distill_avg'\] with a repeat"):
         validate(params)
-    params["baselines"]["run"] = ["distill_avg"]
+    params["run"]["baselines"] = ["distill_avg"]
     validate(params)
-    params["evaluate"]["models"] = ["random"]
+    params["run"]["evaluate"] = ["random"]
     params["baselines"]["single_dfkd"]["head"] = "mean"
-    with pytest.raises(Exception, match=r"baselines.single_dfkd.head: must be one of 'zero', 'random'"):
+    with pytest.raises(ParamError, match=r"baselines.single_dfkd.head: must be one of 'random', 'zero'"):
         validate(params)

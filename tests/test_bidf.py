@@ -4,13 +4,15 @@ from dfml.api.base import QueryLedger
 from dfml.inversion.gradients import ZeroOrderGradient
 from dfml.inversion.invert import invert_api
 from dfml.meta.bidf import BiDfTaskSampler, TaskMemory
-from dfml.meta.runs import build_meta_model
+from dfml.meta.params import DistillParams
 from dfml.meta.trainer import MetaTrainer
-from test_inversion import CFG, SealedAPI
+from dfml.models import build_meta_model
+from test_inversion import CFG, RAW, SealedAPI
 
-DCFG = {"tasks_per_batch": 2, "memory_tasks": 1, "support_shots": 2, "query_shots": 2, "boundary_lambda": 1.0,
-        "boundary_after": 1, "boundary_steps": 2, "memory_size": 6, "temperature": 2.0,
-        "augment": True, "permute_classes": True}
+DCFG = DistillParams.model_validate({
+    **RAW["distill"], "tasks_per_batch": 2, "memory_tasks": 1, "support_shots": 2, "query_shots": 2,
+    "boundary_lambda": 1.0, "boundary_after": 1, "boundary_steps": 2, "memory_size": 6, "temperature": 2.0,
+    "augment": True, "permute_classes": True})
 
 
 def _setup(q=3):
@@ -35,8 +37,8 @@ def test_distillation_uses_queries_only_and_counts_boundary_images():
     loss = trainer.step(sampler(1))  # warm-up: queries come from the bank, no API call
     assert torch.isfinite(torch.tensor(loss)) and ledger.total == before
     trainer.step(sampler(2))  # boundary queries: SealedAPI raises if anything reaches for weights
-    per_task = DCFG["boundary_steps"] * (3 + 1) * 6 + 6  # steps * (q+1) * (N * query_shots) + final answers
-    assert ledger.total - before == DCFG["tasks_per_batch"] * per_task
+    per_task = DCFG.boundary_steps * (3 + 1) * 6 + 6  # steps * (q+1) * (N * query_shots) + final answers
+    assert ledger.total - before == DCFG.tasks_per_batch * per_task
 
 
 def test_second_order_step_changes_parameters():
@@ -109,8 +111,8 @@ def test_memory_files_images_under_the_class_the_api_answered():
 
 def test_support_shots_list_draws_per_task():
     _, _, sampler = _setup()
-    sampler.cfg = {**DCFG, "support_shots": [1, 2], "boundary_after": 100}
+    sampler.cfg = DCFG.model_copy(update={"support_shots": [1, 2], "boundary_after": 100})
     sizes = {t.support.shape[0] for _ in range(8) for t in sampler(1)}
     assert sizes == {3 * 1, 3 * 2}  # N=3 ways: both shot counts occur, nothing else
-    sampler.cfg = {**DCFG, "support_shots": 2, "boundary_after": 100}
+    sampler.cfg = DCFG.model_copy(update={"support_shots": 2, "boundary_after": 100})
     assert {t.support.shape[0] for t in sampler(1)} == {6}

@@ -1,16 +1,19 @@
 import hashlib
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from dfml.data.archives import Archive, DataError, locate
+from dfml.core.errors import DataError, ParamError
+from dfml.data.archives import Archive, locate
 from dfml.data.episodes import episode_labels, sample_episodes
-from dfml.data.prepared import Prepared, load_prepared, save_prepared, subsample
-from dfml.data.sources import RawDataset, add_rotations, split_list
+from dfml.data.prepared import load_prepared, save_prepared, subsample
+from dfml.data.raw import RawDataset
+from dfml.data.sources import add_rotations, split_list
 
 
 def test_vinyals_split_counts_and_disjoint():
@@ -88,9 +91,9 @@ def test_episode_sampler_is_seeded_and_respects_split(tmp_path):
 
 def test_episode_sampler_rejects_impossible_requests(tmp_path):
     data = _prepared(tmp_path)
-    with pytest.raises(ValueError, match="fewer than 5 ways"):
+    with pytest.raises(ParamError, match=r"fewer than 5 ways; .*\(data\.subset\.classes_per_split\)"):
         sample_episodes(data, "val", 1, 5, 1, 1, 0)
-    with pytest.raises(ValueError, match="lower the shots or queries in params section `evaluate`"):
+    with pytest.raises(ParamError, match="lower the shots or queries in params section `evaluate`"):
         sample_episodes(data, "val", 1, 2, 3, 4, 0)
 
 
@@ -112,19 +115,19 @@ def test_mirror_checksum_mismatch_names_file_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("DFML_DATA_MIRROR", str(tmp_path))
     arch = Archive("images_background.zip", "https://example.invalid/x.zip", "md5:" + "1" * 32)
     with pytest.raises(DataError) as err:
-        locate("omniglot", arch)
+        locate("omniglot", arch, tmp_path / "dl")
     msg = str(err.value)
     assert "images_background.zip" in msg and "checksum mismatch" in msg and "0" * 64 in msg
     assert hashlib.sha256(data).hexdigest() in msg and "Fix:" in msg
     (folder / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  images_background.zip\n")
-    assert locate("omniglot", arch) == folder / "images_background.zip"
+    assert locate("omniglot", arch, tmp_path / "dl") == folder / "images_background.zip"
 
 
 def test_missing_archive_in_mirror_says_where(tmp_path, monkeypatch):
     monkeypatch.setenv("DFML_DATA_MIRROR", str(tmp_path))
     arch = Archive("images_evaluation.zip", "https://example.invalid/e.zip", "md5:" + "1" * 32)
     with pytest.raises(DataError, match=r"(?s)images_evaluation.zip: not found in the data mirror.*looked for"):
-        locate("omniglot", arch)
+        locate("omniglot", arch, tmp_path / "dl")
 
 
 def test_truncated_official_archive_is_rejected_without_sums(tmp_path, monkeypatch):
@@ -135,4 +138,35 @@ def test_truncated_official_archive_is_rejected_without_sums(tmp_path, monkeypat
     monkeypatch.setenv("DFML_DATA_MIRROR", str(tmp_path))
     arch = Archive("images_background.zip", "u", "md5:" + hashlib.md5(data).hexdigest())
     with pytest.raises(DataError, match="md5 checksum mismatch"):
-        locate("omniglot", arch)
+        locate("omniglot", arch, tmp_path / "dl")
+
+
+def test_download_goes_through_torchvision_and_our_checksum(tmp_path, monkeypatch):
+    """Without a mirror the official URL is fetched (torchvision's downloader) into a temp file, checked against
+    the official checksum, then renamed: a bad download leaves nothing behind."""
+    import torchvision.datasets.utils as tv
+
+    data = _zip_bytes()
+    monkeypatch.delenv("DFML_DATA_MIRROR", raising=False)
+    calls = []
+
+    def fake_download(url, root, filename):
+        calls.append(url)
+        (Path(root) / filename).write_bytes(payload)
+
+    monkeypatch.setattr(tv, "download_url", fake_download)
+    arch = Archive("images_background.zip", "https://example.invalid/b.zip", "md5:" + hashlib.md5(data).hexdigest())
+    payload = data[:10]
+    with pytest.raises(DataError, match=r"md5 checksum mismatch \(downloaded from https://example.invalid/b.zip\)"):
+        locate("omniglot", arch, tmp_path / "dl")
+    assert not list((tmp_path / "dl" / "omniglot").iterdir())
+    payload = data
+    assert locate("omniglot", arch, tmp_path / "dl").read_bytes() == data and calls == [arch.url] * 2
+    assert locate("omniglot", arch, tmp_path / "dl").is_file() and len(calls) == 2  # cached and checked
+
+    def offline(url, root, filename):
+        raise OSError("no network")
+
+    monkeypatch.setattr(tv, "download_url", offline)
+    with pytest.raises(DataError, match="download failed .* no network"):
+        locate("omniglot", Archive("x.zip", "https://example.invalid/x.zip", "md5:" + "0" * 32), tmp_path / "dl")

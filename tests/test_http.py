@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -20,9 +21,11 @@ import torch
 from aiohttp import web
 
 from dfml.__main__ import main as dfml_main
-from dfml.api import APIAccessError, APIReplyError, AnswerSettings, QueryLedger, make_answer, open_pool
-from dfml.api.http import HTTPAPI, RetryPolicy, open_http_pool
-from dfml.api.server import parse_images
+from dfml.api.answers import AnswerSettings, make_answer
+from dfml.api.base import APIReplyError, QueryLedger
+from dfml.api.http import HTTPAPI, APIAccessError, RetryPolicy, open_http_pool
+from dfml.api.inprocess import open_pool, pool_digest
+from dfml.owner.server import parse_images
 from dfml.models import build_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +36,11 @@ FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05, max_total=5.0)
 START_SECONDS = 60.0  # bound on a server process start (torch import on a busy core)
 
 
-@pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory):
+def _write_pool(folder: Path, seed: int = 0) -> Path:
     """Two untrained conv4 APIs (5 and 3 classes, sharpened heads) in the pool checkpoint format."""
-    folder = tmp_path_factory.mktemp("apis")
     names = []
     for i, classes in enumerate((5, 3)):
-        torch.manual_seed(i)
+        torch.manual_seed(seed + i)
         net = build_classifier("conv4", SHAPE[0], classes, SHAPE[1]).eval()
         with torch.no_grad():
             net.head.weight.mul_(20.0)
@@ -50,6 +51,17 @@ def pool_dir(tmp_path_factory):
         names.append({"name": name})
     (folder / "pool.json").write_text(json.dumps({"apis": names}))
     return folder
+
+
+@pytest.fixture(scope="module")
+def pool_dir(tmp_path_factory):
+    return _write_pool(tmp_path_factory.mktemp("apis"))
+
+
+@pytest.fixture(scope="module")
+def other_pool_dir(tmp_path_factory):
+    """A pool trained with other params (seeds): the same API names and shapes, other weights."""
+    return _write_pool(tmp_path_factory.mktemp("other_apis"), seed=100)
 
 
 def _free_port() -> int:
@@ -143,6 +155,39 @@ def test_listing_and_http_probs_equal_inprocess(server, pool_dir, token_env):
     assert "api=api_001 images=22" in log.read_text()  # 150 = 64 + 64 + 22
 
 
+def test_listing_carries_the_pool_digest_and_the_client_checks_it(server, pool_dir, other_pool_dir, token_env):
+    url, _ = server
+    listing = requests.get(f"{url}/v1/apis", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+    served, other = pool_digest(pool_dir), pool_digest(other_pool_dir)
+    assert listing["pool_digest"] == served != other
+    other_apis = open_pool(other_pool_dir, QueryLedger(), torch.device("cpu"))
+    shapes = [(a.name, a.num_classes, a.input_shape) for a in other_apis]
+    assert [(a["name"], a["num_classes"], tuple(a["input_shape"])) for a in listing["apis"]] == shapes
+    accepted = open_http_pool(url, QueryLedger(), retry=FAST, pool=pool_dir)  # the same pool
+    assert [a.name for a in accepted] == ["api_000", "api_001"]
+    with pytest.raises(APIAccessError, match="serves another pool") as refused:
+        open_http_pool(url, QueryLedger(), retry=FAST, pool=other_pool_dir)
+    message = str(refused.value)
+    assert served in message and other in message and f"dfml serve --pool {other_pool_dir}" in message
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_bearer_scheme_is_case_insensitive(server, scheme):
+    url, _ = server
+    headers = {"Authorization": f"{scheme} {TOKEN}"}
+    assert requests.get(f"{url}/v1/apis", headers=headers, timeout=10).status_code == 200
+    response = requests.post(f"{url}/v1/apis/api_000/query", data=_npy(_images(2).numpy()), headers=headers,
+                             timeout=10)
+    assert response.status_code == 200 and len(response.json()["probs"]) == 2
+
+
+def test_another_scheme_is_401(server):
+    url, _ = server
+    for value in (f"Basic {TOKEN}", f"Bearer{TOKEN}", TOKEN):
+        response = requests.get(f"{url}/v1/apis", headers={"Authorization": value}, timeout=10)
+        assert response.status_code == 401 and "bearer token" in response.json()["error"]
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token"])
 def test_missing_or_wrong_token_is_401(server, token):
     url, _ = server
@@ -197,6 +242,108 @@ def test_bad_bodies_are_400_saying_what_to_fix(server, body, msg):
     response = _post(url, body)
     assert response.status_code == 400
     assert re.search(msg, response.json()["error"])
+
+
+def _npy_header(shape, descr="<f4") -> bytes:
+    """A .npy header declaring `shape`, without any data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("body,status,msg", [
+    (_npy_header((2 ** 40, 1, 16, 16)) + b"\0" * 64, 413, "batch of 1099511627776 images exceeds max_batch = 64"),
+    (_npy_header((MAX_BATCH, 1, 16, 16)) + b"\0" * 100, 400, r"wrong size.*65536 data bytes, but 100 follow"),
+    (_npy_header((2 ** 62,)), 400, r"shape is \[4611686018427387904\]"),
+    (_npy_header((2, 1, 2 ** 31, 2 ** 31)), 400, r"shape is \[2, 1, 2147483648, 2147483648\]"),
+    (_npy_header((2 ** 40, 1, 16, 16), "<f8"), 400, "dtype is '<f8'"),
+])
+def test_huge_declared_shapes_are_refused_from_the_header(server, body, status, msg):
+    url, _ = server
+    response = _post(url, body)
+    assert response.status_code == status and re.search(msg, response.json()["error"])
+    assert _post(url, _npy(_images(2).numpy())).status_code == 200  # and the server still serves
+
+
+def test_body_size_is_checked_against_the_header_before_loading(pool_dir):
+    api = open_pool(pool_dir, QueryLedger(), torch.device("cpu"))[0]
+    with pytest.raises(web.HTTPBadRequest) as refused:  # B <= max_batch, and still nothing allocated
+        parse_images(_npy_header((2 ** 40, 1, 16, 16)) + b"\0" * 64, api, max_batch=2 ** 41)
+    assert "wrong size" in refused.value.text and "but 64 follow" in refused.value.text
+    whole = _npy(_images(4).numpy())
+    for body in (whole[:-1], whole[:-1024], whole + b"\0" * 4):  # truncated, or with bytes after the array
+        with pytest.raises(web.HTTPBadRequest) as refused:
+            parse_images(body, api, max_batch=8)
+        assert "malformed .npy body (wrong size)" in refused.value.text and "4096 data bytes" in refused.value.text
+    fortran = _npy(np.asfortranarray(_images(3).numpy()))
+    assert np.array_equal(parse_images(fortran, api, max_batch=8), _images(3).numpy())
+
+
+def test_truncated_body_is_400(server):
+    url, _ = server
+    response = _post(url, _npy(_images(4).numpy())[:-10])
+    assert response.status_code == 400
+    assert re.search(r"wrong size.*4096 data bytes, but 4086 follow", response.json()["error"])
+
+
+def _raw_post(port: int, body_length: int) -> socket.socket:
+    """A raw connection that has sent the headers of a query of `body_length` bytes, and no body yet."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall((f"POST /v1/apis/api_000/query HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                  f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/x-npy\r\n"
+                  f"Content-Length: {body_length}\r\n\r\n").encode())
+    return sock
+
+
+def _read_reply(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """Status, JSON body and headers of the reply on `sock` (read up to its Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or pytest.fail(f"connection closed before a reply: {data!r}")
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536) or pytest.fail(f"connection closed inside the reply: {data + body!r}")
+    return int(head.split()[1]), json.loads(body), head
+
+
+def test_slow_or_stalled_clients_get_408_and_do_not_hold_the_server(pool_dir, tmp_path):
+    body = _npy(_images(2).numpy())
+    with serving(pool_dir, tmp_path / "serve.log", "--read-timeout", "1") as (url, port, _):
+        stalled = _raw_post(port, len(body))
+        start = time.monotonic()
+        stalled.sendall(body[:len(body) // 2])  # half the body, then nothing
+        assert _post(url, body).status_code == 200  # others are served meanwhile
+        status, reply, head = _read_reply(stalled)
+        elapsed = time.monotonic() - start
+        stalled.close()
+        assert status == 408 and 0.9 <= elapsed < 8 and b"connection: close" in head.lower()
+        assert "read timeout of 1 s" in reply["error"] and "--read-timeout" in reply["error"]
+
+        trickling = _raw_post(port, len(body))  # 16 bytes every 0.1 s: the body would take 14 s
+        start, sent = time.monotonic(), 0
+        while not select.select([trickling], [], [], 0.1)[0] and time.monotonic() - start < 8:
+            trickling.sendall(body[sent:sent + 16])
+            sent += 16
+        status, reply, _ = _read_reply(trickling)
+        trickling.close()
+        assert status == 408 and time.monotonic() - start < 8 and sent < len(body)
+        assert _post(url, body).status_code == 200
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--device", "cuda"], "dfml serve: error: --device is 'cuda' but CUDA is not available on this machine; "
+                           "use auto or cpu"),
+    (["--device", "gpu"], "dfml serve: error: --device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    (["--read-timeout", "0"], "dfml serve: error: --read-timeout must be a number of seconds > 0, got 0.0"),
+])
+def test_bad_serve_options_exit_2_with_one_line(pool_dir, token_env, monkeypatch, capsys, argv, msg):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        dfml_main(["serve", "--pool", str(pool_dir), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == msg + "\n" and "params.yaml" not in err
 
 
 def test_unknown_api_and_path_are_404_json(server):
@@ -331,6 +478,51 @@ def test_retries_are_bounded_and_4xx_is_not_retried(fake):
     with pytest.raises(APIAccessError, match=r"refused with HTTP 400: API fake takes \[B, 1, 16, 16\]"):
         _client(refused, ledger).query(_images(3))
     assert refused.requests == 1
+
+
+def test_total_time_is_bounded_by_max_total(fake):
+    """Each attempt's timeout shrinks to the time left: a 1.5 s answer is not waited for with 0.5 s left."""
+    async def slow(n):
+        await asyncio.sleep(1.5)
+        return _uniform(n)
+
+    ledger = QueryLedger()
+    api = _client(fake(lambda i, n: slow(n)), ledger,
+                  retry=RetryPolicy(retries=50, backoff=0.05, max_backoff=0.1, max_total=0.5))
+    api.timeout = 5.0
+    start = time.monotonic()
+    with pytest.raises(APIAccessError, match=r"no answer from POST .* after 1 attempts in [\d.]+ s; last: .*Timeout"):
+        api.query(_images(3))
+    assert time.monotonic() - start < 1.2 and ledger.total == 0
+    busy = fake(lambda i, n: web.json_response({"error": "busy"}, status=503))
+    start = time.monotonic()
+    with pytest.raises(APIAccessError, match="HTTP 503: busy"):
+        _client(busy, ledger, retry=RetryPolicy(retries=1000, backoff=0.05, max_backoff=0.1, max_total=0.5)
+                ).query(_images(3))
+    assert time.monotonic() - start < 1.5 and 2 <= busy.requests < 20 and ledger.total == 0
+
+
+def test_backoff_doubles_and_retry_after_is_honoured_up_to_max_backoff(fake):
+    arrivals = []
+
+    def script(i, n):
+        arrivals.append(time.monotonic())
+        if i <= 3:
+            return web.json_response({"error": "busy"}, status=503)
+        if i == 4:
+            return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0.3"})
+        if i == 5:
+            return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "100"})
+        return _uniform(n)
+
+    ledger = QueryLedger()
+    server = fake(script)
+    out = _client(server, ledger, retry=RetryPolicy(retries=5, backoff=0.05, max_backoff=0.4, max_total=10)
+                  ).query(_images(3))
+    gaps = np.diff(arrivals)
+    assert out.shape == (3, 4) and server.requests == 6 and ledger.total == 3 and ledger.calls == 1
+    assert [round(g, 2) >= want for g, want in zip(gaps, (0.05, 0.1, 0.2, 0.3, 0.4))] == [True] * 5
+    assert gaps[-1] < 1.5  # Retry-After: 100 waited max_backoff = 0.4 s, not 100 s
 
 
 @pytest.mark.parametrize("script,msg", [

@@ -1,16 +1,27 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.nn import functional as F
 
 from dfml.api.base import BlackBoxAPI, QueryLedger
 from dfml.inversion.gradients import ExactGradient, ZeroOrderGradient
 from dfml.inversion.invert import ce_group_loss, invert_api, more_steps
+from dfml.inversion.params import InvertParams
 
-CFG = {"latent_dim": 8, "generator_width": 8, "lr_generator": 1e-3, "lr_latent": 1e-2, "steps": 3, "tv_weight": 0.0,
-       "l2_weight": 0.0, "l1_weight": 0.0}
+RAW = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+def invert_params(**update) -> InvertParams:
+    """The `invert` section of params.yaml with `update` applied (validated)."""
+    return InvertParams.model_validate({**RAW["invert"], **update})
+
+
+CFG = invert_params(latent_dim=8, generator_width=8, lr_generator=1e-3, lr_latent=1e-2, steps=3, extra_steps=0,
+                    tv_weight=0.0, l2_weight=0.0, l1_weight=0.0)
 
 
 class SealedAPI(BlackBoxAPI):
@@ -107,7 +118,7 @@ def test_exact_gradient_refuses_a_black_box_api():
 def test_inversion_counts_every_image_whatever_the_chunking(q, chunk):
     ledger = QueryLedger()
     api = SealedAPI(ledger, chunk=chunk)
-    per_class, steps = 4, CFG["steps"]
+    per_class, steps = 4, CFG.steps
     est = ZeroOrderGradient(q, 0.005, torch.Generator().manual_seed(0))
     images, probs, state = invert_api(api, per_class, 1, 8, CFG, est, seed=0, device=torch.device("cpu"))
     batch = api.num_classes * per_class
@@ -118,21 +129,22 @@ def test_inversion_counts_every_image_whatever_the_chunking(q, chunk):
 
 
 def test_more_steps_extends_only_apis_below_the_target_agreement():
-    cfg = {"steps": 2, "extra_steps": 2, "target_agreement": 0.7}
+    cfg = invert_params(steps=2, extra_steps=2, target_agreement=0.7)
     low, high = {"acc": 0.2}, {"acc": 0.7}
     assert more_steps([], cfg) and more_steps([high], cfg)  # below `steps`: always
     assert not more_steps([low, high], cfg)  # reached the target at `steps`
     assert more_steps([high, low], cfg) and more_steps([low, low, low], cfg)  # below it: on, up to max_steps
     assert not more_steps([low, low, high], cfg)
     assert not more_steps([low] * 4, cfg)  # the cap: steps + extra_steps
-    assert not more_steps([low, low], dict(cfg, extra_steps=0))  # none
+    assert not more_steps([low, low], cfg.model_copy(update={"extra_steps": 0}))  # none
 
 
 @pytest.mark.parametrize("target,steps_taken", [(0.0, 3), (1.0, 5)])
 def test_extra_inversion_steps_are_counted_like_the_others(target, steps_taken):
     ledger = QueryLedger()
     api = SealedAPI(ledger)
-    cfg = dict(CFG, extra_steps=2, target_agreement=target)  # 1.0: never reached by a random generator here
+    # target 1.0: never reached by a random generator here
+    cfg = CFG.model_copy(update={"extra_steps": 2, "target_agreement": target})
     est = ZeroOrderGradient(2, 0.005, torch.Generator().manual_seed(0))
     _, _, state = invert_api(api, 4, 1, 8, cfg, est, seed=0, device=torch.device("cpu"))
     assert len(state.history) == steps_taken
@@ -142,7 +154,7 @@ def test_extra_inversion_steps_are_counted_like_the_others(target, steps_taken):
 def test_inversion_raises_api_agreement_through_queries_only():
     ledger = QueryLedger()
     api = SealedAPI(ledger)
-    cfg = dict(CFG, steps=60, lr_generator=1e-2, lr_latent=5e-2)
+    cfg = CFG.model_copy(update={"steps": 60, "lr_generator": 1e-2, "lr_latent": 5e-2})
     est = ZeroOrderGradient(8, 0.005, torch.Generator().manual_seed(0))
     _, _, state = invert_api(api, 8, 1, 8, cfg, est, seed=0, device=torch.device("cpu"))
     first = sum(h["loss"] for h in state.history[:5]) / 5

@@ -15,13 +15,13 @@ import yaml
 from conftest import ROOT  # noqa: E402
 
 TINY = {
-    "data": {"classes_per_split": 12, "images_per_class": 10},
+    "data": {"subset": {"classes_per_split": 12, "images_per_class": 10}},
     "apis": {"count": 3, "epochs": 3},
     "invert": {"q": 2, "steps": 3, "extra_steps": 0, "images_per_class": 4, "generator_width": 8, "latent_dim": 16},
     "distill": {"iterations": 4, "tasks_per_batch": 2, "memory_tasks": 1, "inner_steps": 1, "support_shots": 2,
                 "query_shots": 2, "boundary_after": 2, "boundary_steps": 1, "val_every": 2, "val_episodes": 4,
                 "val_query": 3},
-    "maml_real": {"iterations": 4, "tasks_per_batch": 2, "inner_steps": 1, "shots": 2, "query_shots": 2,
+    "maml_real": {"iterations": 4, "tasks_per_batch": 2, "inner_steps": 1, "support_shots": 2, "query_shots": 2,
                   "val_every": 2, "val_episodes": 4, "val_query": 3},
     "baselines": {"best_api": {"steps": 3, "batch_size": 8}, "single_dfkd": {"steps": 3, "batch_size": 8},
                   "distill_avg": {"steps": 2, "batch_size": 8}},
@@ -98,7 +98,7 @@ def make_tiny_repo(tmp_path: Path, params: dict | None = None, **extra_env: str)
     """A temporary git repo (committed) with the project's code and `params` (default: :func:`tiny_params`):
     ``(repo, env)``."""
     repo = tmp_path / "repo"
-    keep = ["pyproject.toml", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", "stages"]
+    keep = ["pyproject.toml", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src"]
     repo.mkdir()
     for name in keep:
         src = ROOT / name
@@ -124,7 +124,7 @@ def test_dvc_repro_tiny_chain(tmp_path):
     dvc = DVC
     _run(dvc + ["repro"], repo, env)
 
-    default = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["models"]
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["run"]["evaluate"]
     assert default == MODELS[:3]  # the default run evaluates random, maml_real and bidf_mkd
     shown = json.loads(_run(dvc + ["metrics", "show", "--json"], repo, env))
     metrics = next(iter(shown.values()))["data"]
@@ -146,18 +146,31 @@ def test_dvc_repro_tiny_chain(tmp_path):
 
     # nothing changed: nothing runs
     assert "didn't change, skipping" in _run(dvc + ["repro"], repo, env)
+    # defect 8: a misspelt model name stops the run with params.yaml's message, not DVC's "No such file"
+    saved = (repo / "params.yaml").read_text()
+    bad = yaml.safe_load(saved)
+    bad["run"]["evaluate"] = ["random", "bidf-mkd"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    out = subprocess.run(dvc + ["repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    (repo / "params.yaml").write_text(saved)
+    assert out.returncode != 0 and "No such file" not in out.stdout + out.stderr
+    assert "run.evaluate: must be a non-empty list, each one of 'random'" in out.stdout + out.stderr
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny results"], repo, env)
-    # an evaluation setting invalidates every model's evaluation, the models list only the merge (dvc status)
-    assert _changed_by(repo, env, {"evaluate": {"adapt_steps": 3}}) == {f"evaluate_model@{m}" for m in MODELS[:3]}
-    assert _changed_by(repo, env, {"evaluate": {"models": MODELS[:2]}}) == {"evaluate"}
+    # an evaluation setting invalidates every model's evaluation (and the report, which states the protocol)
+    assert _changed_by(repo, env, {"evaluate": {"adapt_steps": 3}}) == {f"evaluate_model@{m}" for m in MODELS[:3]} \
+        | {"report"}
+    assert _changed_by(repo, env, {"run": {"evaluate": MODELS[:2]}}) == {"evaluate"}  # the list: the merge only
     # a distill param invalidates distill alone (then, through its checkpoint, bidf_mkd's evaluation), never invert
-    assert _changed_by(repo, env, {"distill": {"inner_lr": 0.05}}) == {"distill"}
+    assert _changed_by(repo, env, {"distill": {"inner_lr": 0.05}}) == {"distill", "report"}
+    # runtime settings never change results: nothing reruns
+    assert _changed_by(repo, env, {"runtime": {"budget_images": 10**9, "checkpoint_every": {"invert": 3, "distill": 7},
+                                               "http": {"timeout": 5}}}) == set()
 
-    # scripts/compare.sh's experiment: adding the baselines and the white-box reference trains and evaluates
-    # them, and nothing else
-    out = _run(dvc + ["exp", "run", "-S", f"baselines.run=[{','.join(BASELINES)}]",
-                      "-S", "whitebox.run=[bidf_mkd_whitebox]", "-S", f"evaluate.models=[{','.join(MODELS)}]"],
+    # the every-model profile's experiment: adding the baselines and the white-box reference trains and
+    # evaluates them, and nothing else
+    out = _run(dvc + ["exp", "run", "-S", f"run.baselines=[{','.join(BASELINES)}]",
+                      "-S", "run.whitebox=[bidf_mkd_whitebox]", "-S", f"run.evaluate=[{','.join(MODELS)}]"],
                repo, env)
     wb = "bidf_mkd_whitebox"
     _assert_ran(out, {f"{s}@{m}" for m in BASELINES for s in ("baseline", "evaluate_model")} | {"evaluate"}
@@ -192,13 +205,63 @@ def test_dvc_repro_tiny_chain(tmp_path):
     assert "metrics/eval.json" in diff and "metrics/best_api.json" in diff
 
 
+def stage_cmd(stage: str, *args: str) -> list[str]:
+    """The command of a stage module, as dvc.yaml runs it (with the repository's src first on the path)."""
+    return [sys.executable, "-m", f"dfml.pipeline.{stage}", *args]
+
+
+def stage_env(**extra: str) -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT / "src"), **extra)
+
+
 def test_bad_param_stops_a_stage_before_work(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["invert"]["q"] = 0
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
-    out = subprocess.run([sys.executable, str(ROOT / "stages" / "invert.py"), "--params", str(bad)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
+    out = subprocess.run(stage_cmd("invert", "--params", str(bad)), cwd=tmp_path, env=stage_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "invert.q: must be an integer >= 1, got 0" in out.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_params_from_another_folder_work_in_that_folder(tmp_path):
+    """Defect 14: `--params` from another folder wrote outputs into the current folder; the stage now works in
+    the params file's folder, as the error hint says."""
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (repo / "metrics").mkdir()
+    (repo / "metrics" / "data.json").write_text('{"channels": 1, "image_size": 28}')
+    out = subprocess.run(stage_cmd("random_init", "--params", str(repo / "params.yaml")), cwd=elsewhere,
+                         env=stage_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (repo / "models" / "random.pt").is_file() and not any(elsewhere.iterdir())
+
+
+@pytest.mark.slow
+def test_dvc_repro_tiny_miniimagenet_subset(tmp_path):
+    """The whole chain at MiniImageNet's 84 px on a subset of the data mirror's archive (6 classes per split,
+    20 images each, cut before decoding)."""
+    mirror = _mirror()
+    if mirror is None or not (mirror / "miniimagenet" / "mini-imagenet-500.zip").is_file():
+        pytest.fail("the MiniImageNet archive is not in the data mirror: set DFML_DATA_MIRROR")
+    params = tiny_params({"data": {"dataset": "miniimagenet", "subset": {"classes_per_split": 6,
+                                                                        "images_per_class": 20}},
+                          "apis": {"count": 2, "epochs": 2}, "invert": {"steps": 2, "l1_weight": 0.0}})
+    repo, env = make_tiny_repo(tmp_path, params, OMP_NUM_THREADS="1")
+    _run(DVC + ["repro"], repo, env)
+    data = json.loads((repo / "metrics" / "data.json").read_text())
+    assert (data["dataset"], data["image_size"], data["channels"]) == ("miniimagenet", 84, 3)
+    assert {s: data[s] for s in ("train", "val", "test")} == {s: {"classes": 6, "images": 120}
+                                                              for s in ("train", "val", "test")}
+    assert data["peak_rss_mb"] > 0
+    import numpy as np
+
+    images = np.load(repo / "data" / "prepared" / "images.npy", mmap_mode="r")
+    assert images.dtype == np.uint8 and images.shape == (360, 3, 84, 84)
+    ev = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert list(ev) == MODELS[:3] and all(0 <= ev[m]["1shot"]["acc"] <= 100 for m in ev)
+    assert json.loads((repo / "metrics" / "invert.json").read_text())["api_images"] == 2 * (3 * 5 * 4 * 2 + 5 * 4)

@@ -1,7 +1,6 @@
 """The results report: summary table and paired differences (golden numbers), and the trade-off from
 hand-written `dvc exp show --json` output in the DVC 3.x shape."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -11,9 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from dfml.pipeline import paths
+from dfml.pipeline import report as stage
 from dfml.reporting import report
-from dfml.reporting.report import ReportError, collect, paired_differences, run_summary, tradeoff, update_readme
+from dfml.reporting.report import ReportError, collect, paired_differences, tradeoff, update_readme
 
 EVAL = {
     "random": {"1shot": {"acc": 65.0, "ci95": 1.5}, "5shot": {"acc": 85.0, "ci95": 0.5}},  # no api_images, seconds
@@ -58,9 +58,10 @@ def test_paired_differences_golden(tmp_path):
         assert got[key][0] == n and got[key][1:] == pytest.approx((mean, ci))
 
 
-def test_summary_writes_table_and_paired_differences(tmp_path):
+def test_summary_writes_table_and_paired_differences(tmp_path, monkeypatch):
     root = _workspace(tmp_path)
-    run_summary(root)
+    monkeypatch.chdir(root)
+    stage.summary(None)
     md = (root / "plots/summary.md").read_text()
     assert "| model | 1-shot | 5-shot | API images | seconds |" in md
     assert "| `random` | 65.00 +- 1.50 | 85.00 +- 0.50 |  |  |" in md  # missing api_images / seconds: blank
@@ -112,6 +113,7 @@ def _exp_show(*baselines):
     return out
 
 
+EVAL_JSON = str(paths.EVAL_JSON)  # the metrics file `dvc exp show` lists, as stage `report` names it
 SHA = "4d1b930d9364be0fed7560adf043378dcbba3623"
 EXP_SHOW = _exp_show(
     (_rev("workspace", None, _params(5, 40), _results(72.0, 24000, 200.0)), []),
@@ -129,7 +131,7 @@ EXP_SHOW = _exp_show(
 
 
 def test_collect_rows_dedup_and_skips():
-    rows = collect(EXP_SHOW)
+    rows = collect(EXP_SHOW, EVAL_JSON)
     assert [(r["experiment"], r["model"], r["shot"]) for r in rows] == [
         (e, m, k) for e in ("workspace", "fast", "ccccccc") for m in ("random", "bidf_mkd") for k in (1, 5)]
     assert rows[2] == {"experiment": "workspace", "model": "bidf_mkd", "shot": 1, "q": 5, "steps": 40,
@@ -139,7 +141,7 @@ def test_collect_rows_dedup_and_skips():
 
 
 def test_tradeoff_writes_csv_and_plots(tmp_path):
-    tradeoff(EXP_SHOW, tmp_path)
+    tradeoff(EXP_SHOW, tmp_path, EVAL_JSON)
     df = pd.read_csv(tmp_path / "tradeoff.csv")
     assert list(df.columns) == ["experiment", "model", "shot", "q", "steps", "images_per_class", "iterations",
                                 "api_images", "seconds", "acc", "ci95"]
@@ -153,7 +155,7 @@ def test_tradeoff_writes_csv_and_plots(tmp_path):
 
 
 def test_zero_api_models_are_reference_lines_not_log_points():
-    df = pd.DataFrame(collect(EXP_SHOW), columns=report.TRADEOFF_COLUMNS).astype({"seconds": float})
+    df = pd.DataFrame(collect(EXP_SHOW, EVAL_JSON), columns=report.TRADEOFF_COLUMNS).astype({"seconds": float})
     fig, ax = plt.subplots()
     report._panel(ax, df[df["shot"] == 1], "seconds", "s", {"random": "k", "bidf_mkd": "r"})
     lines = {line.get_label(): line for line in ax.get_lines()}
@@ -167,20 +169,12 @@ def test_zero_api_models_are_reference_lines_not_log_points():
 
 def test_no_api_images_anywhere_is_a_clear_error(tmp_path):
     old = _exp_show((_rev("workspace", None, _params(5, 40), {"random": EVAL["random"]}), []))
-    assert collect(old) == []
+    assert collect(old, EVAL_JSON) == []
     with pytest.raises(ReportError, match="no experiment has a metrics/eval.json with api_images"):
-        tradeoff(old, tmp_path)
-
-
-def _stage():
-    spec = importlib.util.spec_from_file_location("report_stage", ROOT / "stages/report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        tradeoff(old, tmp_path, EVAL_JSON)
 
 
 def test_stage_errors_exit_2_with_one_message(tmp_path, monkeypatch, capsys):
-    stage = _stage()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
         stage.cli(["--summary"])
@@ -200,5 +194,5 @@ def test_stage_errors_exit_2_with_one_message(tmp_path, monkeypatch, capsys):
     (["--readme"], True, False), (["--tradeoff", "--readme"], True, True),
 ])
 def test_stage_flags(argv, summary, tradeoff_):
-    args = _stage().parse_args(argv)
+    args = stage.parse_args(argv)
     assert (args.summary, args.tradeoff) == (summary, tradeoff_)

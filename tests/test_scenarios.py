@@ -12,19 +12,25 @@ import yaml
 
 from archive_builders import build_cifar, build_cub, build_omniglot, write_sums
 from conftest import ROOT
-from dfml.api.inprocess import open_pool
 from dfml.api.base import QueryLedger
-from dfml.api.owner import build_pool, draw_architectures, plan_pool, pool_index, pool_metrics
-from dfml.config import ParamError, validate
-from dfml.data.archives import MIRROR_ENV, DataError
+from dfml.api.inprocess import open_pool
+from dfml.core.errors import DataError, ParamError
+from dfml.core.io import write_json
+from dfml.core.seeding import derive_seed
+from dfml.data.archives import MIRROR_ENV
+from dfml.data.combine import common_format
 from dfml.data.episodes import sample_episodes
-from dfml.data.multi import common_format, prepare_data
 from dfml.data.prepared import load_prepared, save_prepared
-from dfml.data.sources import SPLITS, RawDataset, get_source, split_list
-from dfml.evaluation.models import save_random_init
-from dfml.evaluation.runner import evaluate_model
-from dfml.reporting.report import paired_differences, run_summary
-from dfml.utils import derive_seed, write_json
+from dfml.data.raw import SPLITS, RawDataset
+from dfml.data.sources import get_source, split_list
+from dfml.owner.params import PoolParams
+from dfml.owner.pool import build_pool, draw_architectures, plan_pool, pool_index, pool_metrics
+from dfml.params import validate
+from dfml.pipeline.evaluate_model import evaluate_model
+from dfml.pipeline.prepare import prepare
+from dfml.pipeline.random_init import random_init
+from dfml.pipeline.report import summary
+from dfml.reporting.report import paired_differences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,10 +42,21 @@ def params():
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def _mh(params, datasets=("omniglot", "cifar-fs", "cub"), **data):
+def _mh(params, datasets=("omniglot", "cifar-fs", "cub"), subset=None, **data):
+    """params.yaml (raw) for the mh scenario on `datasets`, with `data` (and `subset`: data.subset) merged in."""
     params = copy.deepcopy(params)
-    params["apis"].update(scenario="mh", datasets=list(datasets))
-    params["data"].update(data)
+    params["apis"]["scenario"] = "mh"
+    params["data"].update(datasets=list(datasets), **data)
+    params["data"]["subset"].update(subset or {})
+    return params
+
+
+def _few_images(params):
+    """Lower every key that takes real images from one class, so that a subset of 2 images per class is valid."""
+    params = copy.deepcopy(params)
+    params["evaluate"].update(shots=[1], query=1)
+    params["distill"].update(val_shots=1, val_query=1)
+    params["maml_real"].update(support_shots=1, query_shots=1, val_shots=1, val_query=1)
     return params
 
 
@@ -48,35 +65,48 @@ def _mh(params, datasets=("omniglot", "cifar-fs", "cub"), **data):
 
 def test_sh_and_mh_params_are_accepted(params):
     params["apis"]["scenario"] = "sh"
-    validate(copy.deepcopy(params))
-    validate(_mh(params))
+    assert validate(copy.deepcopy(params)).apis.scenario == "sh"
+    mh = validate(_mh(params))
+    assert mh.apis.scenario == "mh" and mh.data.used() == ["omniglot", "cifar-fs", "cub"]
 
 
-@pytest.mark.parametrize("apis,msg", [
-    ({"scenario": "mh", "datasets": ["omniglot"]},
-     r"apis\.datasets: the mh scenario needs at least 2 datasets, got \['omniglot'\]; list two or more"),
-    ({"scenario": "mh", "datasets": ["omniglot", "omniglot"]}, r"apis\.datasets lists a dataset twice"),
-    ({"scenario": "mh", "datasets": ["omniglot", "imagenet"]},
-     r"apis\.datasets: must be a non-empty list, each one of 'omniglot', 'cifar-fs'.*got \['omniglot', 'imagenet'\]"),
-    ({"scenario": "sh", "architectures": ["conv4", "vgg16"]},
+@pytest.mark.parametrize("apis,data,msg", [
+    ({"scenario": "mh"}, {"datasets": ["omniglot"]},
+     r"data\.datasets: must be null, or a list of 2 or more, each one of 'omniglot', 'cifar-fs'.*"
+     r"got \['omniglot'\]"),
+    ({"scenario": "mh"}, {"datasets": None},
+     r"data\.datasets: the mh scenario needs two or more datasets .*; set it, or use apis\.scenario: sh"),
+    ({"scenario": "mh"}, {"datasets": ["omniglot", "omniglot"]}, r"data\.datasets: lists \[.omniglot., .omniglot.\] with a repeat"),
+    ({"scenario": "mh"}, {"datasets": ["omniglot", "imagenet"]},
+     r"data\.datasets: must be null, or a list of 2 or more, each one of 'omniglot', 'cifar-fs'.*"
+     r"got \['omniglot', 'imagenet'\]"),
+    ({"scenario": "sh", "architectures": ["conv4", "vgg16"]}, {},
      r"apis\.architectures: must be a non-empty list, each one of 'conv4', 'resnet10', 'resnet18'"),
-    ({"scenario": "sh", "architectures": []}, r"apis\.architectures: must be a non-empty list"),
-    ({"scenario": "sh", "architectures": ["conv4", "conv4"]}, r"apis\.architectures lists an architecture twice"),
-    ({"scenario": "mh", "datasets": ["omniglot", "folder"]},
-     r"data\.folder\.root: must name a folder of class folders when apis\.datasets lists 'folder'"),
-    ({"scenario": "dh"}, r"apis\.scenario: must be one of 'ss', 'sh', 'mh', got 'dh'"),
+    ({"scenario": "sh", "architectures": []}, {}, r"apis\.architectures: must be a non-empty list"),
+    ({"scenario": "sh", "architectures": ["conv4", "conv4"]}, {}, r"apis\.architectures: lists \[.conv4., .conv4.\] with a repeat"),
+    ({"scenario": "mh"}, {"datasets": ["omniglot", "folder"]},
+     r"data\.folder\.root: must name a folder of class folders when the run reads dataset 'folder'"),
+    ({"scenario": "dh"}, {}, r"apis\.scenario: must be one of 'ss', 'sh', 'mh', got 'dh'"),
 ])
-def test_bad_scenario_params_are_named(params, apis, msg):
+def test_bad_scenario_params_are_named(params, apis, data, msg):
     params["apis"].update(apis)
+    params["data"].update(data)
     with pytest.raises(ParamError, match=msg):
         validate(params)
 
 
-def test_only_mh_reads_apis_datasets(params):
-    params["apis"]["datasets"] = ["omniglot"]  # fewer than 2, but only mh reads the list
+def test_only_mh_reads_data_datasets(params):
+    """ss and sh read data.dataset; data.datasets is the mh scenario's, null otherwise (a list there is refused,
+    as nothing would read it)."""
+    params["data"]["dataset"] = "cub"
     for scenario in ("ss", "sh"):
         params["apis"]["scenario"] = scenario
-        validate(copy.deepcopy(params))
+        assert validate(copy.deepcopy(params)).data.used() == ["cub"]
+        listed = copy.deepcopy(params)
+        listed["data"]["datasets"] = ["omniglot", "cifar-fs"]
+        with pytest.raises(ParamError, match=rf"data\.datasets is \['omniglot', 'cifar-fs'\] but apis\.scenario "
+                                             rf"is '{scenario}', which reads data\.dataset only"):
+            validate(listed)
 
 
 # ---------------------------------------------------------------- sh: architectures by seed
@@ -115,52 +145,55 @@ def _toy_prepared(tmp_path, tags=None, classes=12, per_class=6, size=16, channel
     return load_prepared(tmp_path / "data/prepared")
 
 
-def _apis_cfg(params, **over):
-    cfg = copy.deepcopy(params["apis"])
-    cfg.update({"count": 4, "ways": 2, "epochs": 1, "batch_size": 8, **over})
-    return cfg
+def _apis_cfg(params, **over) -> PoolParams:
+    return PoolParams.model_validate({**copy.deepcopy(params["apis"]), "count": 4, "epochs": 1, "batch_size": 8,
+                                      **over})
 
 
 def test_sh_pool_records_drawn_architectures_and_keeps_the_ss_classes(tmp_path, params):
     data = _toy_prepared(tmp_path, classes=12)
-    ss = build_pool(data, _apis_cfg(params, scenario="ss"), 0, tmp_path / "ss", torch.device("cpu"))
+    ss = build_pool(data, _apis_cfg(params, scenario="ss"), 2, 0, tmp_path / "ss", torch.device("cpu"))
     sh_cfg = _apis_cfg(params, scenario="sh", architectures=["conv4", "resnet10"])
-    sh = build_pool(data, sh_cfg, 0, tmp_path / "sh", torch.device("cpu"))
+    sh = build_pool(data, sh_cfg, 2, 0, tmp_path / "sh", torch.device("cpu"))
     drawn = draw_architectures(["conv4", "resnet10"], 4, 0)
     assert [r["arch"] for r in sh] == drawn and [r["arch"] for r in ss] == ["conv4"] * 4
     assert [r["classes"] for r in sh] == [r["classes"] for r in ss]  # own stream: same tasks as ss
     assert all("dataset" not in r for r in sh)
-    write_json(tmp_path / "sh" / "pool.json", pool_index(sh_cfg, sh))
+    write_json(tmp_path / "sh" / "pool.json", pool_index(sh_cfg, None, sh))
     index = json.loads((tmp_path / "sh" / "pool.json").read_text())
     assert index["scenario"] == "sh" and index["architectures"] == ["conv4", "resnet10"]
-    assert json.loads(json.dumps(pool_index(_apis_cfg(params), ss))).keys() == {"scenario", "apis"}  # ss as ever
+    assert json.loads(json.dumps(pool_index(_apis_cfg(params), None, ss))).keys() == {"scenario", "apis"}  # ss as ever
     for rec in sh:
         assert torch.load(tmp_path / "sh" / f"{rec['name']}.pt", weights_only=False)["arch"] == rec["arch"]
     apis = open_pool(tmp_path / "sh", QueryLedger(), torch.device("cpu"))  # the API builds from the checkpoint
     probs = apis[drawn.index("resnet10")].query(data.pixels(torch.arange(3)))
     assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
-    metrics = pool_metrics(sh_cfg, sh)
+    metrics = pool_metrics(sh_cfg, 2, None, sh)
     assert metrics["architectures"] == {a: drawn.count(a) for a in ("conv4", "resnet10")}
-    assert "arch" not in metrics and pool_metrics(_apis_cfg(params), ss)["arch"] == "conv4"
+    assert "arch" not in metrics and pool_metrics(_apis_cfg(params), 2, None, ss)["arch"] == "conv4"
 
 
 def test_mh_pool_takes_datasets_round_robin(tmp_path, params):
     tags = ["omniglot", "cifar-fs"]
     data = _toy_prepared(tmp_path, tags=tags, classes=24)
-    cfg = _apis_cfg(params, scenario="mh", datasets=tags, count=5)
-    records = build_pool(data, cfg, 0, tmp_path / "apis", torch.device("cpu"))
+    cfg = _apis_cfg(params, scenario="mh", count=5)
+    records = build_pool(data, cfg, 2, 0, tmp_path / "apis", torch.device("cpu"))
     assert [r["dataset"] for r in records] == ["omniglot", "cifar-fs", "omniglot", "cifar-fs", "omniglot"]
-    assert [r["arch"] for r in records] == draw_architectures(cfg["architectures"], 5, 0)
+    assert [r["arch"] for r in records] == draw_architectures(cfg.architectures, 5, 0)
     for r in records:
         assert set(r["classes"]) <= set(data.split_classes("train", r["dataset"]))
         ck = torch.load(tmp_path / "apis" / f"{r['name']}.pt", weights_only=False)
         assert ck["dataset"] == r["dataset"] and all(n.startswith(r["dataset"] + "/") for n in ck["class_names"])
-    assert pool_index(cfg, records)["datasets"] == tags
-    assert pool_metrics(cfg, records)["datasets"]["cifar-fs"]["count"] == 2
-    with pytest.raises(ParamError, match=r"apis\.datasets is \['omniglot', 'cub'\] but data/prepared holds"):
-        plan_pool({**cfg, "datasets": ["omniglot", "cub"]}, 0, data)
-    with pytest.raises(ParamError, match="apis.ways=5 but omniglot's train split has only 4 classes"):
-        plan_pool({**cfg, "ways": 5}, 0, data)
+    assert pool_index(cfg, data.datasets, records)["datasets"] == tags
+    assert pool_metrics(cfg, 2, data.datasets, records)["datasets"]["cifar-fs"]["count"] == 2
+    # the mh datasets are the prepared data's: data prepared for another scenario is named before any training
+    with pytest.raises(ParamError, match=r"apis\.scenario is 'sh' but data/prepared holds \['omniglot', 'cifar-fs'\]"):
+        plan_pool(_apis_cfg(params, scenario="sh"), 2, 0, data)
+    single = _toy_prepared(tmp_path / "ss", classes=12)
+    with pytest.raises(ParamError, match=r"apis\.scenario is 'mh' but data/prepared holds \['toy'\]"):
+        plan_pool(cfg, 2, 0, single)
+    with pytest.raises(ParamError, match="ways=5 but omniglot's train split has only 4 classes"):
+        plan_pool(cfg, 5, 0, data)
 
 
 # ---------------------------------------------------------------- mh: prepare
@@ -183,10 +216,13 @@ def test_mh_common_format_is_the_largest(params):
 
 
 @pytest.mark.parametrize("image_size,want", [(None, 84), (16, 16)])
-def test_mh_prepare_tags_classes_and_keeps_each_datasets_splits(tmp_path, mirror, params, image_size, want):
-    p = _mh(params, image_size=image_size, classes_per_split=3, images_per_class=2)
-    out = tmp_path / "prep"
-    done = prepare_data(p, out, tmp_path / "dl")
+def test_mh_prepare_tags_classes_and_keeps_each_datasets_splits(tmp_path, mirror, params, image_size, want,
+                                                                 monkeypatch, capsys):
+    p = validate(_few_images(_mh(params, image_size=image_size,
+                                 subset={"classes_per_split": 3, "images_per_class": 2})))
+    monkeypatch.chdir(tmp_path)
+    prepare(p)
+    out = tmp_path / "data/prepared"
     index = json.loads((out / "index.json").read_text())
     data = load_prepared(out)
     assert data.images.shape[1:] == (3, want, want) and (index["image_size"], index["channels"]) == (want, 3)
@@ -205,18 +241,21 @@ def test_mh_prepare_tags_classes_and_keeps_each_datasets_splits(tmp_path, mirror
         assert data.splits[s] == [c for d in own for c in data.split_classes(s, d)]
     grey = data.images[data.by_class[data.split_classes("train", "omniglot")[0]]]
     assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 0], grey[:, 2])  # grey -> 3 channels
-    assert done.metrics["datasets"]["cub"]["test"] == {"classes": 3, "images": 6}
-    assert done.metrics["train"] == {"classes": 9, "images": 18}
-    assert "omniglot+cifar-fs+cub" in done.message
+    metrics = json.loads((tmp_path / "metrics/data.json").read_text())
+    assert metrics["datasets"]["cub"]["test"] == {"classes": 3, "images": 6}
+    assert metrics["train"] == {"classes": 9, "images": 18}
+    assert "omniglot+cifar-fs+cub" in capsys.readouterr().out
 
 
-def test_ss_prepare_index_is_unchanged(tmp_path, mirror, params):
-    params["data"].update(classes_per_split=2, images_per_class=2, image_size=12)
-    prepare_data(params, tmp_path / "prep", tmp_path / "dl")
-    index = json.loads((tmp_path / "prep" / "index.json").read_text())
+def test_ss_prepare_index_is_unchanged(tmp_path, mirror, params, monkeypatch):
+    params["data"]["image_size"] = 16
+    params["data"]["subset"].update(classes_per_split=2, images_per_class=2)
+    monkeypatch.chdir(tmp_path)
+    prepare(validate(_few_images(params)))
+    index = json.loads((tmp_path / "data/prepared" / "index.json").read_text())
     assert list(index) == ["dataset", "channels", "image_size", "class_names", "splits"]
-    assert index["dataset"] == "omniglot" and index["channels"] == 1
-    assert not load_prepared(tmp_path / "prep").multi
+    assert index["dataset"] == "omniglot" and index["channels"] == 1 and index["image_size"] == 16
+    assert not load_prepared(tmp_path / "data/prepared").multi
 
 
 def test_mh_missing_archive_is_named_before_any_decoding(tmp_path, mirror, params, monkeypatch):
@@ -225,12 +264,13 @@ def test_mh_missing_archive_is_named_before_any_decoding(tmp_path, mirror, param
     loaded = []
     for name in ("omniglot", "cifar-fs"):
         cls = type(get_source(name))
-        monkeypatch.setattr(cls, "load", lambda self, *a: loaded.append(self.name))
+        monkeypatch.setattr(cls, "load", lambda self, *a, **k: loaded.append(self.name))
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError) as err:
-        prepare_data(_mh(params), tmp_path / "prep", tmp_path / "dl")
+        prepare(validate(_mh(params)))
     assert "CUB_200_2011.tgz: not found in the data mirror" in str(err.value) and "Fix:" in str(err.value)
     assert str(mirror / "cub" / "CUB_200_2011.tgz") in str(err.value)
-    assert loaded == [] and not (tmp_path / "prep").exists()
+    assert loaded == [] and not (tmp_path / "data/prepared").exists()
 
 
 # ---------------------------------------------------------------- mh: evaluation
@@ -252,12 +292,12 @@ def test_mh_evaluation_per_dataset_and_mean(tmp_path, params, monkeypatch):
     tags = ["omniglot", "cifar-fs"]
     data = _toy_prepared(tmp_path, tags=tags, classes=24, size=16, channels=3)
     monkeypatch.chdir(tmp_path)
-    params["evaluate"].update(ways=2, shots=[1, 2], query=2, episodes=6, val_episodes=3, adapt_steps=1,
-                              lr_grid=[0.1, 0.3])
-    params["apis"]["ways"] = 2
+    params["evaluate"].update(shots=[1, 2], query=2, episodes=6, val_episodes=3, adapt_steps=1, lr_grid=[0.1, 0.3])
+    params["ways"] = 2
+    cfg = validate(params)
     write_json(tmp_path / "metrics/data.json", {"channels": 3, "image_size": 16})
-    save_random_init(params, tmp_path)
-    results = evaluate_model("random", params, tmp_path)
+    random_init(cfg)
+    results = evaluate_model("random", cfg)
     assert list(results) == ["1shot", "2shot", "datasets"] and list(results["datasets"]) == tags
     for shot in ("1shot", "2shot"):
         per = [results["datasets"][d][shot] for d in tags]
@@ -268,7 +308,7 @@ def test_mh_evaluation_per_dataset_and_mean(tmp_path, params, monkeypatch):
     assert len(rows) == 2 * 2 * 6
     for (d, k), part in rows.groupby(["dataset", "shot"]):
         assert part["acc"].mean() == pytest.approx(results["datasets"][d][f"{k}shot"]["acc"], abs=1e-3)
-        eps = sample_episodes(data, "test", 6, 2, k, 2, derive_seed(params["seed"], "test", d, k), dataset=d)
+        eps = sample_episodes(data, "test", 6, 2, k, 2, derive_seed(cfg.seed, "test", d, k), dataset=d)
         assert set(data.labels[eps.support.flatten()].tolist()) <= set(data.split_classes("test", d))
     saved = json.loads((tmp_path / "metrics/eval/random.json").read_text())
     assert saved["protocol"]["datasets"] == "omniglot+cifar-fs"
@@ -278,7 +318,7 @@ def test_mh_evaluation_per_dataset_and_mean(tmp_path, params, monkeypatch):
 # ---------------------------------------------------------------- mh: report
 
 
-def test_report_has_a_row_per_dataset_and_the_mean(tmp_path):
+def test_report_has_a_row_per_dataset_and_the_mean(tmp_path, monkeypatch):
     results = {m: {"1shot": {"acc": a, "ci95": 1.0},
                    "datasets": {"omniglot": {"1shot": {"acc": a + 10, "ci95": 1.0}},
                                 "cub": {"1shot": {"acc": a - 10, "ci95": 1.0}}},
@@ -296,7 +336,8 @@ def test_report_has_a_row_per_dataset_and_the_mean(tmp_path):
     assert got["omniglot"] == pytest.approx((2, 10.0, 1.96 * 10 / np.sqrt(2)))
     assert got["cub"] == pytest.approx((2, 10.0, 0.0))
     assert got["mean"] == pytest.approx((4, 10.0, np.sqrt(got["omniglot"][2] ** 2) / 2))
-    run_summary(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    summary(None)
     md = (tmp_path / "plots/summary.md").read_text()
     assert "| model | dataset | 1-shot | API images | seconds |" in md
     assert "| `bidf_mkd` | omniglot | 70.00 +- 1.00 | 9 | 1.0 |" in md

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from archive_builders import build_cifar, build_cub, build_omniglot
-from dfml.api.owner import draw_architectures
+from dfml.owner.pool import draw_architectures
 from test_pipeline_e2e import DVC, _changed_by, _run, make_tiny_repo, tiny_params
 
 ARCHS = ["conv4", "resnet10", "resnet18"]
@@ -44,8 +44,9 @@ def test_sh_scenario_dvc_repro(tmp_path):
             assert 0.0 <= model[shot]["acc"] <= 100.0
     inv = _json(repo, "metrics/invert.json")
     assert inv["api_images"] == 3 * ((2 + 1) * 5 * 4 * 3 + 5 * 4)  # as in ss: the API's architecture is hidden
-    # the architectures are pretrain's: changing them reruns pretrain (and what follows), never prepare
-    assert _changed_by(repo, env, {"apis": {"architectures": ["conv4", "resnet10"]}}) == {"pretrain"}
+    # the architectures are pretrain's: changing them reruns pretrain (and what follows), never prepare; report
+    # lists the whole apis section (the protocol rows beside the paper's figures)
+    assert _changed_by(repo, env, {"apis": {"architectures": ["conv4", "resnet10"]}}) == {"pretrain", "report"}
 
 
 @pytest.mark.slow
@@ -56,8 +57,8 @@ def test_mh_scenario_dvc_repro(tmp_path):
     build_cub(mirror, per_class=6)
     datasets = ["omniglot", "cifar-fs", "cub"]
     # 32 px instead of CUB's 84 (the largest default, tests/test_scenarios.py) keeps the ResNets fast on CPU
-    params = tiny_params({"data": {"image_size": 32, "images_per_class": 6},
-                          "apis": {"scenario": "mh", "datasets": datasets, "architectures": ARCHS}})
+    params = tiny_params({"data": {"image_size": 32, "datasets": datasets, "subset": {"images_per_class": 6}},
+                          "apis": {"scenario": "mh", "architectures": ARCHS}})
     repo, env = make_tiny_repo(tmp_path, params, OMP_NUM_THREADS="1")
     env["DFML_DATA_MIRROR"] = str(mirror)
     _run(DVC + ["repro"], repo, env)
@@ -69,7 +70,7 @@ def test_mh_scenario_dvc_repro(tmp_path):
     assert index["datasets"] == datasets and len(index["class_datasets"]) == 3 * 36
     pool = _json(repo, "models/apis/pool.json")
     assert pool["scenario"] == "mh" and pool["datasets"] == datasets and pool["architectures"] == ARCHS
-    assert [a["dataset"] for a in pool["apis"]] == datasets  # API i: apis.datasets[i % 3]
+    assert [a["dataset"] for a in pool["apis"]] == datasets  # API i: data.datasets[i % 3]
     assert [a["arch"] for a in pool["apis"]] == draw_architectures(ARCHS, 3, params["seed"])
     for rec in pool["apis"]:
         names = torch.load(repo / "models/apis" / f"{rec['name']}.pt", weights_only=False)["class_names"]
@@ -93,5 +94,6 @@ def test_mh_scenario_dvc_repro(tmp_path):
     assert "| `bidf_mkd` | **mean** |" in summary and "| `random` | **mean** | 2-shot | 30 |" in summary
     shown = json.loads(_run(DVC + ["metrics", "show", "--json"], repo, env))
     assert next(iter(shown.values()))["data"]["metrics/eval.json"]["data"] == ev
-    # the datasets are prepare's and pretrain's
-    assert _changed_by(repo, env, {"apis": {"datasets": datasets[:2]}}) == {"prepare", "pretrain"}
+    # the datasets are prepare's alone (pretrain takes them from data/prepared), and report lists the whole data
+    # section (the protocol rows beside the paper's figures)
+    assert _changed_by(repo, env, {"data": {"datasets": datasets[:2]}}) == {"prepare", "report"}

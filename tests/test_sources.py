@@ -15,8 +15,11 @@ import pytest
 
 from archive_builders import (KNOWN_RGB, build_cifar, build_cub, cifar_names, cub_folder, jpeg, png,
                               write_sums)
-from dfml.data.archives import MIRROR_ENV, DataError
-from dfml.data.sources import SPLITS, get_source, split_list
+from dfml.core.errors import DataError
+from dfml.data.archives import MIRROR_ENV
+from dfml.data.params import DataParams
+from dfml.data.raw import SPLITS
+from dfml.data.sources import get_source, split_list
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -59,17 +62,19 @@ def mirror(tmp_path, monkeypatch):
     return m
 
 
-def _cfg(dataset, **extra):
-    cfg = {"dataset": dataset, "image_size": None, "rotations": False, "classes_per_split": None,
-           "images_per_class": None,
+def _cfg(dataset, **extra) -> DataParams:
+    """The ``data`` section of params.yaml for `dataset` (defaults of params.yaml), with `extra` merged into it
+    (a dict value updates that nested section: ``subset``, ``folder``, ``miniimagenet``)."""
+    cfg = {"dataset": dataset, "datasets": None, "image_size": None, "rotations": False,
+           "subset": {"classes_per_split": None, "images_per_class": None},
            "folder": {"root": None, "train": None, "val": None, "test": None, "fractions": [0.64, 0.16, 0.2]},
-           "miniimagenet": {"source": None}, "seed": 0}
+           "miniimagenet": {"source": None}}
     for k, v in extra.items():
         if isinstance(v, dict):
             cfg[k] = {**cfg[k], **v}
         else:
             cfg[k] = v
-    return cfg
+    return DataParams.model_validate(cfg)
 
 
 # ----------------------------------------------------------------------------- CIFAR-FS
@@ -210,7 +215,7 @@ def test_miniimagenet_missing_source(tmp_path):
     with pytest.raises(DataError) as err:
         get_source("miniimagenet").load(_cfg("miniimagenet", miniimagenet={"source": str(missing)}), 8, tmp_path)
     assert "data.miniimagenet.source" in str(err.value) and str(missing) in str(err.value)
-    assert get_source("miniimagenet").archives({}) == []
+    assert get_source("miniimagenet").archives(_cfg("miniimagenet")) == []  # no official download
 
 
 def test_miniimagenet_bad_image(tmp_path):
@@ -236,14 +241,14 @@ def _build_tree(root: Path, n_classes=10) -> Path:
     return root
 
 
-def _folder_cfg(root, seed=0, **folder):
-    return _cfg("folder", folder={"root": str(root), "fractions": [0.6, 0.2, 0.2], **folder}, seed=seed)
+def _folder_cfg(root, **folder):
+    return _cfg("folder", folder={"root": str(root), "fractions": [0.6, 0.2, 0.2], **folder})
 
 
 def test_folder_fractions_seeded(tmp_path):
     root = _build_tree(tmp_path / "tree")
     src = get_source("folder")
-    ds = src.load(_folder_cfg(root, seed=0), 8, tmp_path / "dl")
+    ds = src.load(_folder_cfg(root), 8, tmp_path / "dl", seed=0)
     _check_common(ds, 10, {"train": 6, "val": 2, "test": 2})
     assert np.all(np.bincount(ds.labels) == 2)
     c = ds.class_names.index("class_03")
@@ -254,9 +259,9 @@ def test_folder_fractions_seeded(tmp_path):
     def named(d):
         return {s: [d.class_names[i] for i in d.splits[s]] for s in SPLITS}
 
-    same = src.load(_folder_cfg(root, seed=0), 8, tmp_path / "dl")
+    same = src.load(_folder_cfg(root), 8, tmp_path / "dl", seed=0)
     assert named(same) == named(ds) and np.array_equal(same.images, ds.images)
-    other = src.load(_folder_cfg(root, seed=1), 8, tmp_path / "dl")
+    other = src.load(_folder_cfg(root), 8, tmp_path / "dl", seed=1)
     assert named(other) != named(ds)
 
 
@@ -357,7 +362,7 @@ def test_miniimagenet_subset_decodes_only_what_it_keeps(mirror, tmp_path, monkey
     calls = []
     real = sources._decode_rgb
     monkeypatch.setattr(sources, "_decode_rgb", lambda *a: calls.append(a[2]) or real(*a))
-    small = get_source("miniimagenet").load(_cfg("miniimagenet", classes_per_split=2, images_per_class=3), 8, tmp_path)
+    small = get_source("miniimagenet").load(_cfg("miniimagenet", subset={"classes_per_split": 2, "images_per_class": 3}), 8, tmp_path)
     assert len(calls) == 3 * 2 * 3 + 1  # the first image is decoded once more to size the array
     want = subsample(full, 2, 3)
     assert small.class_names == want.class_names and small.splits == want.splits

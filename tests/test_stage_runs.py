@@ -7,12 +7,12 @@ pool made once per module), as subprocesses with one thread, so that runs compar
 import copy
 import json
 import os
-import runpy
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -20,26 +20,32 @@ import torch
 import yaml
 
 from conftest import ROOT
-from dfml.api import (BACKENDS, MODES, AnswerSettings, APIAccessError, BlackBoxAPI, BudgetExhausted, QueryLedger,
-                      open_apis)
-from dfml.config import ANSWERS, OPERATIONAL_KEYS, ParamError, load_params
-from dfml.config import BACKENDS as BACKEND_CHOICES
+from dfml.api.answers import MODES, AnswerSettings
+from dfml.api.backends import BACKENDS, open_apis
+from dfml.api.base import BlackBoxAPI, QueryLedger
+from dfml.api.http import APIAccessError
+from dfml.api.params import QueryParams
+from dfml.core.errors import BudgetExhausted, ParamError
+from dfml.core.schema import Section
 from dfml.meta.trainer import MetaTrainer
-from dfml.resume import Checkpoint, IterationUndo, fingerprint, result_params
+from dfml.meta.undo import IterationUndo
+from dfml.params import load_params, result_params, validate
+from dfml.runtime.checkpoint import Checkpoint, fingerprint
+from dfml.runtime.params import RuntimeParams
 from test_bidf import _setup
-from test_pipeline_e2e import DVC, _run, make_tiny_repo, tiny_env, tiny_params
+from test_pipeline_e2e import DVC, _run, make_tiny_repo, stage_cmd, tiny_env, tiny_params
 
 # Long enough to stop in the middle: 6 generator steps per API (4, then 2 extra ones: the tiny APIs stay below an
 # agreement of 1.0), 16 meta-iterations, boundary queries from 5 on.
 # memory_tasks 0: with the tiny pool the task memory can hold fewer (API, class) slots than ways.
-RESUMABLE = {"invert": {"steps": 4, "extra_steps": 2, "target_agreement": 1.0, "checkpoint_every": 2},
-             "distill": {"iterations": 16, "boundary_after": 4, "val_every": 4, "checkpoint_every": 2,
-                         "memory_tasks": 0}}
+RESUMABLE = {"invert": {"steps": 4, "extra_steps": 2, "target_agreement": 1.0},
+             "distill": {"iterations": 16, "boundary_after": 4, "val_every": 4, "memory_tasks": 0},
+             "runtime": {"checkpoint_every": {"invert": 2, "distill": 2}}}
 STEP = (2 + 1) * 5 * 4        # images per generator step: (q + 1) * 5 classes * 4 images
 API = 6 * STEP + 5 * 4        # images per API: steps + the final answers = 380
 BOUNDARY = (2 + 1) * 10 + 10  # images per boundary task: (q + 1) * 5 classes * 2 query shots + answers = 40
 STAGE_SECONDS = 300
-CONTINUE = "raise apis.budget_images and run `dvc repro` again; finished work is kept"
+CONTINUE = "raise runtime.budget_images and run `dvc repro` again; finished work is kept"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the shared fixture of conftest.py
@@ -87,19 +93,27 @@ def test_per_api_budget_spans_the_run_and_later_stages_continue_the_ledger():
                                  "per_api": {"a": 5, "b": 8}}
 
 
-def test_config_choices_follow_the_registries():
-    assert set(BACKEND_CHOICES) == set(BACKENDS) and set(ANSWERS) == set(MODES)
+def test_param_choices_follow_the_registries():
+    def choices(model, field):
+        return set(typing.get_args(model.model_fields[field].annotation))
+
+    assert choices(RuntimeParams, "backend") == set(BACKENDS) and choices(QueryParams, "answer") == set(MODES)
 
 
-def _params(**apis) -> dict:
+def _params(backend="inprocess", **query):
     params = load_params(ROOT / "params.yaml")
-    params["apis"].update(apis)
-    return params
+    return params.model_copy(update={"query": params.query.model_copy(update=query),
+                                     "runtime": params.runtime.model_copy(update={"backend": backend})})
+
+
+def _open(params, whitebox=False):
+    return open_apis(ROOT / "models" / "apis", params.query, params.runtime.backend, params.runtime.http, QueryLedger(),
+                     torch.device("cpu"), whitebox=whitebox)
 
 
 def test_whitebox_needs_the_inprocess_backend():
-    with pytest.raises(ParamError, match="invert.gradient: exact .* needs the API weights.*apis.backend is 'http'"):
-        open_apis(_params(backend="http"), QueryLedger(), torch.device("cpu"), whitebox=True)
+    with pytest.raises(ParamError, match="invert.gradient: exact .* needs the API weights.*runtime.backend is 'http'"):
+        _open(_params("http"), whitebox=True)
 
 
 def test_http_backend_checks_the_server_answers_as_params_say(monkeypatch):
@@ -108,66 +122,93 @@ def test_http_backend_checks_the_server_answers_as_params_say(monkeypatch):
 
     seen = {}
 
-    def fake_pool(url, ledger, chunk, timeout, retry, answer, label_smoothing):
-        seen.update(url=url, chunk=chunk, answer=answer, retries=retry.retries)
+    def fake_pool(url, ledger, chunk, timeout, retry, answer, label_smoothing, pool):
+        seen.update(url=url, chunk=chunk, answer=answer, retries=retry.retries, pool=pool)
         return [Remote()]
 
     monkeypatch.setattr("dfml.api.backends.open_http_pool", fake_pool)
-    with pytest.raises(APIAccessError, match="answers topk with topk = 3, params.yaml has apis.topk: 2"):
-        open_apis(_params(backend="http", answer="topk", topk=2), QueryLedger(), torch.device("cpu"))
-    assert seen == {"url": "http://127.0.0.1:8000", "chunk": 1024, "answer": "topk", "retries": 4}
-    assert len(open_apis(_params(backend="http", answer="topk", topk=3), QueryLedger(), torch.device("cpu"))) == 1
+    with pytest.raises(APIAccessError, match="answers topk with topk = 3, params.yaml has query.topk: 2"):
+        _open(_params("http", answer="topk", topk=2))
+    assert seen == {"url": "http://127.0.0.1:8000", "chunk": 1024, "answer": "topk", "retries": 4,
+                    "pool": ROOT / "models" / "apis"}  # the server must serve the run's own pool
+    assert len(_open(_params("http", answer="topk", topk=3))) == 1
 
 
-@pytest.mark.parametrize("key,value,msg", [
-    ("backend", "grpc", "apis.backend: must be one of 'inprocess', 'http'"),
-    ("answer", "logits", "apis.answer: must be one of 'probs', 'topk', 'label', 'rounded'"),
-    ("label_smoothing", 1.0, "apis.label_smoothing: must be a number >= 0 and < 1"),
-    ("budget_images", 0, "apis.budget_images: must be an integer >= 1 or null"),
-    ("http", {"url": "127.0.0.1:8000", "timeout": 30, "retries": 4}, "apis.http.url: must be an http:// or https://"),
+@pytest.mark.parametrize("section,key,value,msg", [
+    ("runtime", "backend", "grpc", "runtime.backend: must be one of 'inprocess', 'http'"),
+    ("query", "answer", "logits", "query.answer: must be one of 'probs', 'topk', 'label', 'rounded'"),
+    ("query", "label_smoothing", 1.0, "query.label_smoothing: must be a finite number >= 0 and < 1"),
+    ("runtime", "budget_images", 0, "runtime.budget_images: must be null, or an integer >= 1"),
+    ("runtime", "http", {"url": "127.0.0.1:8000", "timeout": 30, "retries": 4},
+     "runtime.http.url: must be an http:// or https:// URL with a host"),
 ])
-def test_bad_api_params_are_named(key, value, msg):
-    from dfml.config import validate
-
+def test_bad_api_params_are_named(section, key, value, msg):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["apis"][key] = value
-    with pytest.raises(ParamError, match=msg.replace(".", r"\.").replace("(", r"\(")):
+    params[section][key] = value
+    with pytest.raises(ParamError) as err:
         validate(params)
+    assert msg in str(err.value)
 
 
-def test_dvc_yaml_lists_every_key_that_decides_results():
-    """Stage params in dvc.yaml: every key the stage reads except config.OPERATIONAL_KEYS (kept in step here)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    answer = {"apis.answer", "apis.topk", "apis.decimals", "apis.label_smoothing", "apis.query_chunk"}
-    reads = {"invert": answer | {"seed", "device"} | {f"invert.{k}" for k in params["invert"]},
-             "distill": answer | {"seed", "device", "apis.ways"} | {f"invert.{k}" for k in params["invert"]}
-             | {f"distill.{k}" for k in params["distill"]}}
-    exact_ignores = {"invert.gradient", "invert.q", "invert.mu"}  # the white-box variant forces exact gradients
-    reads["whitebox_invert"] = reads["invert"] - exact_ignores
-    reads["whitebox_distill"] = reads["distill"] - exact_ignores
-    for stage, keys in reads.items():
-        listed = set(stages[stage].get("do", stages[stage])["params"])
-        assert keys - set(OPERATIONAL_KEYS) == listed, f"dvc.yaml stage {stage}: params to add or remove"
-
-
-def test_fingerprint_ignores_budgets_backend_and_checkpoint_interval():
+def test_fingerprint_ignores_the_runtime_section():
     params = load_params(ROOT / "params.yaml")
-    base = fingerprint(result_params(params, "seed", "apis", "invert", "distill"))
-    other = copy.deepcopy(params)
-    other["apis"].update(budget_images=5, budget_images_per_api=3, backend="http")
-    other["invert"]["checkpoint_every"] = 7
-    other["distill"]["checkpoint_every"] = 0
-    assert fingerprint(result_params(other, "seed", "apis", "invert", "distill")) == base
-    other["invert"]["q"] += 1
-    assert fingerprint(result_params(other, "seed", "apis", "invert", "distill")) != base
+    base = fingerprint(result_params(params, "seed", "apis", "query", "invert", "distill", "runtime"))
+    runtime = params.runtime.model_copy(update={"budget_images": 5, "budget_images_per_api": 3, "backend": "http",
+                                                "checkpoint_every": params.runtime.checkpoint_every.model_copy(
+                                                    update={"invert": 7, "distill": 0})})
+    other = params.model_copy(update={"runtime": runtime})
+    assert fingerprint(result_params(other, "seed", "apis", "query", "invert", "distill", "runtime")) == base
+    other = params.model_copy(update={"invert": params.invert.model_copy(update={"q": 3})})
+    assert fingerprint(result_params(other, "seed", "apis", "query", "invert", "distill")) != base
 
 
 def test_checkpoint_with_other_fingerprint_is_ignored_and_cleared(tmp_path, capsys):
-    Checkpoint(tmp_path / "ck" / "distill", "aaaa", "distill").save({"iteration": 3}, {"iteration": 3})
-    assert Checkpoint(tmp_path / "ck" / "distill", "aaaa", "distill").load()["iteration"] == 3
-    assert Checkpoint(tmp_path / "ck" / "distill", "bbbb", "distill").load() is None
-    assert "ignoring the checkpoint in" in capsys.readouterr().out and not (tmp_path / "ck").exists()
+    folder = tmp_path / "ck" / "distill"
+    Checkpoint(folder, "aaaa", "distill").save({"iteration": 3}, {"iteration": 3})
+    assert Checkpoint(folder, "aaaa", "distill").load()["iteration"] == 3
+    assert Checkpoint(folder, "bbbb", "distill").load() is None
+    assert "ignoring the checkpoint in" in capsys.readouterr().out and not any(folder.iterdir())
+    Checkpoint(folder, "bbbb", "distill").finish()
+    assert not (tmp_path / "ck").exists()
+
+
+def test_a_second_run_of_a_stage_is_refused_while_the_first_holds_the_lock(tmp_path):
+    """Defect 11: two runs shared checkpoints/<stage>/ without a lock and left a corrupt checkpoint."""
+    from dfml.core.errors import CheckpointBusy
+
+    first = Checkpoint(tmp_path / "checkpoints" / "invert", "fp", "invert")
+    with first.locked():
+        first.save({"done": 1}, {})
+        probe = subprocess.run([sys.executable, "-c", (
+            "import sys; from dfml.runtime.checkpoint import Checkpoint\n"
+            "from dfml.core.errors import CheckpointBusy\n"
+            f"ck = Checkpoint({str(tmp_path / 'checkpoints' / 'invert')!r}, 'fp', 'invert')\n"
+            "try:\n    ck.locked().__enter__()\nexcept CheckpointBusy as e:\n    print(e); sys.exit(7)")],
+            env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 7, probe.stderr
+        assert f"another run of `invert` (pid {os.getpid()}) is using" in probe.stdout
+        with pytest.raises(CheckpointBusy):  # a second holder in the same process is refused too
+            with Checkpoint(tmp_path / "checkpoints" / "invert", "fp", "invert").locked():
+                pass
+        assert first.load() == {"done": 1, "fingerprint": "fp"}  # untouched by the refused runs
+        first.finish()
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_clearing_removes_the_manifest_first(tmp_path, monkeypatch):
+    """Defect 11: a clear killed half-way must not leave a manifest that claims parts which are gone."""
+    import shutil as sh
+
+    ck = Checkpoint(tmp_path / "ck", "fp", "invert")
+    ck.save({"done": 2}, {})
+    ck.save_part("api_000", {"x": 1})
+    order = []
+    real_unlink, real_rmtree = Path.unlink, sh.rmtree
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (order.append(self.name),
+                                                                        real_unlink(self, missing_ok=missing_ok)))
+    monkeypatch.setattr(sh, "rmtree", lambda p, *a, **k: (order.append(Path(p).name), real_rmtree(p, *a, **k)))
+    ck.clear()
+    assert order[0] == "checkpoint.pt" and Checkpoint(tmp_path / "ck", "fp", "invert").load() is None
 
 
 # ---------------------------------------------------------------- sampler and trainer state (in-process, fast)
@@ -207,8 +248,8 @@ def test_rollback_undoes_a_half_done_meta_iteration():
     trainer.run(2, sampler, val_every=2)
     before, changed, sent = copy.deepcopy(sampler.state_dict()), set(undo.changed), ledger.total
     undo.begin()
-    cfg, rows = sampler.cfg, sampler.ways * sampler.cfg["query_shots"]
-    per_task = cfg["boundary_steps"] * (2 + 1) * rows + rows
+    cfg, rows = sampler.cfg, sampler.ways * sampler.cfg.query_shots
+    per_task = cfg.boundary_steps * (2 + 1) * rows + rows
     ledger.budget = sent + per_task + rows  # the first boundary task goes out, the second is refused
     with pytest.raises(BudgetExhausted):
         trainer.step(sampler(3))
@@ -243,12 +284,12 @@ def _workspace(path: Path, inputs, *overrides: dict) -> Path:
 
 def _set_budget(work: Path, images: int | None) -> None:
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["apis"]["budget_images"] = images
+    params["runtime"]["budget_images"] = images
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _stage(stage: str, work: Path, env: dict, code: int = 0) -> str:
-    out = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=work, env=env,
+    out = subprocess.run(stage_cmd(stage), cwd=work, env=dict(env, PYTHONPATH=str(ROOT / "src")),
                          capture_output=True, text=True, timeout=STAGE_SECONDS)
     assert out.returncode == code, f"{stage} exited {out.returncode}, not {code}:\n{out.stdout[-3000:]}\n" \
                                    f"{out.stderr[-3000:]}"
@@ -258,7 +299,7 @@ def _stage(stage: str, work: Path, env: dict, code: int = 0) -> str:
 def _kill_at_checkpoint(stage: str, work: Path, env: dict, ready) -> dict:
     """Start `stage`, SIGKILL it as soon as its checkpoint summary satisfies `ready`; that summary."""
     summary = work / "checkpoints" / stage / "state.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=work, env=env,
+    proc = subprocess.Popen(stage_cmd(stage), cwd=work, env=dict(env, PYTHONPATH=str(ROOT / "src")),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + STAGE_SECONDS
     try:
@@ -377,13 +418,15 @@ def test_killed_stages_resume_to_the_uninterrupted_result(tmp_path, inputs, refe
 
 
 def _in_process(stages: tuple[str, ...], work: Path, monkeypatch) -> None:
-    """Run stage scripts' `run` in this process (faster than subprocesses; one thread, as they have)."""
+    """Run stage modules' functions in this process (faster than subprocesses; one thread, as they have)."""
+    import importlib
+
     monkeypatch.chdir(work)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the module-scoped reference fixture runs before the autouse one
     try:
         for stage in stages:
-            runpy.run_path(str(ROOT / "stages" / f"{stage}.py"))["run"](load_params("params.yaml"))
+            getattr(importlib.import_module(f"dfml.pipeline.{stage}"), stage)(load_params("params.yaml"))
     finally:
         torch.set_num_threads(threads)
 
@@ -402,7 +445,7 @@ def test_stale_checkpoints_are_ignored(tmp_path, inputs, reference, monkeypatch,
 
 @pytest.mark.parametrize("mode", ["topk", "label", "rounded"])
 def test_each_answer_mode_runs_through_invert_and_distill(tmp_path, inputs, monkeypatch, mode):
-    work = _workspace(tmp_path / "w", inputs, {"apis": {"answer": mode}, "invert": {"steps": 2, "extra_steps": 0},
+    work = _workspace(tmp_path / "w", inputs, {"query": {"answer": mode}, "invert": {"steps": 2, "extra_steps": 0},
                                                "distill": {"iterations": 6, "val_every": 3}})
     _in_process(("invert", "distill"), work, monkeypatch)
     probs = torch.load(work / "data" / "bank" / "api_000.pt", weights_only=True)["probs"].flatten(0, 1)  # [20, 5]
@@ -418,15 +461,15 @@ def test_each_answer_mode_runs_through_invert_and_distill(tmp_path, inputs, monk
 
 @pytest.mark.slow
 def test_tiny_chain_over_http_equals_inprocess(tmp_path):
-    """`dvc repro` with apis.backend: http against a real `dfml serve` on loopback, then in-process: same results."""
+    """`dvc repro` with runtime.backend: http against a real `dfml serve` on loopback, then in-process: same results."""
     from test_http import TOKEN, serving
 
-    over = {"apis": {"backend": "http", "query_chunk": 64}, "distill": {"memory_tasks": 0}}  # max_batch 64
+    over = {"runtime": {"backend": "http"}, "query": {"chunk": 64}, "distill": {"memory_tasks": 0}}  # max_batch 64
     repo, env = make_tiny_repo(tmp_path, tiny_params(over), OMP_NUM_THREADS="1", DFML_API_TOKEN=TOKEN)
     _run(DVC + ["repro", "pretrain"], repo, env)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     with serving(repo / "models" / "apis", tmp_path / "serve.log") as (url, _, _):
-        params["apis"]["http"]["url"] = url
+        params["runtime"]["http"]["url"] = url
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         _run(DVC + ["repro", "distill"], repo, env)
     log = (tmp_path / "serve.log").read_text()
@@ -434,7 +477,7 @@ def test_tiny_chain_over_http_equals_inprocess(tmp_path):
     over_http = _result(repo)
     assert over_http["invert"]["ledger"]["per_api"] == {f"api_00{i}": 3 * STEP + 20 for i in range(3)}
 
-    params["apis"]["backend"] = "inprocess"  # not a stage param (it never changes results): force the reruns
+    params["runtime"]["backend"] = "inprocess"  # not a stage param (it never changes results): force the reruns
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in ("invert", "distill"):
         _run(DVC + ["repro", "--force", "--single-item", stage], repo, env)
@@ -442,3 +485,71 @@ def test_tiny_chain_over_http_equals_inprocess(tmp_path):
     _assert_same_run(over_http, local)
     for key in ("invert", "distill"):
         assert over_http[key]["ledger"] == local[key]["ledger"]
+
+
+# ---------------------------------------------------------------- dvc.yaml's params cover what each stage reads
+
+# section model -> where it sits in params.yaml (StudentParams serves two baselines: either name is read)
+SECTION_PATHS = {"Params": "", "DataParams": "data", "Subset": "data.subset", "FolderData": "data.folder",
+                 "MiniImageNetData": "data.miniimagenet", "PoolParams": "apis", "QueryParams": "query",
+                 "RuntimeParams": "runtime", "HTTPParams": "runtime.http", "CheckpointEvery": "runtime.checkpoint_every",
+                 "InvertParams": "invert", "DistillParams": "distill", "MamlParams": "maml_real",
+                 "BaselinesParams": "baselines", "StudentParams": "baselines.best_api",
+                 "SingleDFKDParams": "baselines.single_dfkd", "EvaluateParams": "evaluate", "RunParams": "run"}
+
+
+def _record_reads(monkeypatch) -> set[str]:
+    """Every params value read from now on, as dotted paths: a key's value, or a whole section when it is
+    dumped (checkpoint fingerprints); passing a section around is not a read."""
+    reads: set[str] = set()
+    real, real_dump = Section.__getattribute__, Section.model_dump
+
+    def path(model, name=None):
+        prefix = SECTION_PATHS[type(model).__name__]
+        return ".".join(p for p in (prefix, name) if p)
+
+    def spy(self, name):
+        value = real(self, name)
+        if name in type(self).model_fields and not isinstance(value, Section):
+            reads.add(path(self, name))
+        return value
+
+    def dump(self, *args, **kwargs):
+        reads.add(path(self))
+        return real_dump(self, *args, **kwargs)
+
+    monkeypatch.setattr(Section, "__getattribute__", spy)
+    monkeypatch.setattr(Section, "model_dump", dump)
+    return reads
+
+
+def _covered(key: str, listed: list[str]) -> bool:
+    return any(key == entry or key.startswith(entry + ".") for entry in listed)
+
+
+def test_dvc_yaml_params_cover_every_key_each_stage_reads(tmp_path, inputs, monkeypatch):
+    """The code is the one fact: each stage run in-process on the tiny config, every params key it reads (the
+    runtime section aside, which never changes results) must be covered by its params in dvc.yaml, and no
+    stage may list the runtime section."""
+    import importlib
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    work = _workspace(tmp_path / "w", inputs, {"run": {"baselines": ["best_api"]}})
+    monkeypatch.setenv("DFML_DATA_MIRROR", inputs[1]["DFML_DATA_MIRROR"])
+    monkeypatch.chdir(work)
+    torch.set_num_threads(1)
+    plan = [("prepare", ()), ("pretrain", ()), ("invert", ()), ("distill", ()), ("maml_real", ()),
+            ("random_init", ()), ("baseline", ("best_api",)), ("evaluate_model", ("bidf_mkd",)),
+            ("evaluate_model", ("best_api",))]
+    for stage, args in plan:
+        params = load_params("params.yaml")
+        with pytest.MonkeyPatch.context() as mp:
+            reads = _record_reads(mp)
+            getattr(importlib.import_module(f"dfml.pipeline.{stage}"), stage)(*args, params)
+        body = stages[stage].get("do", stages[stage])
+        listed = [str(p).replace("${item}", args[0]) if args else str(p) for p in body["params"]]
+        missing = sorted(k for k in reads if not k.startswith("runtime") and not _covered(k, listed))
+        assert not missing, f"dvc.yaml stage {stage}: reads {missing}, which its params do not list"
+        assert not any(entry.startswith("runtime") for entry in listed), f"{stage} lists runtime params"
+        unread = [entry for entry in listed if not any(_covered(k, [entry]) for k in reads)]
+        assert not unread, f"dvc.yaml stage {stage}: lists {unread}, which it never reads"

@@ -25,36 +25,41 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
 
 import yaml
 
-from .config import ParamError, validate
-from .utils import atomic_write_bytes, write_json
+from .baselines.params import BASELINE_NAMES
+from .core.errors import ParamError
+from .core.io import atomic_write_bytes, write_json
+from .inversion.variants import BLACKBOX, WHITEBOX
+from .params import validate
+from .pipeline import paths
 
 PROFILES = Path("profiles")
 RESULTS = Path("results")
 # What a profile's results hold, when its experiment wrote them (paths in the experiment = paths in results/<name>/)
-RESULT_FILES = (
-    "metrics/eval.json", "metrics/eval_settings.json", "metrics/data.json", "metrics/apis.json",
-    "metrics/invert.json", "metrics/distill.json", "metrics/maml_real.json", "metrics/invert_whitebox.json",
-    "metrics/distill_whitebox.json", "metrics/best_api.json", "metrics/single_dfkd.json", "metrics/distill_avg.json",
-    "plots/episodes.csv", "plots/summary.md", "plots/summary.png", "plots/eval.png", "plots/invert_samples.png",
-    "plots/distill_curve.csv", "plots/distill_curve.png", "plots/maml_real_curve.csv", "plots/maml_real_curve.png",
-    "params.yaml", "dvc.lock",
-)
-REQUIRED = ("metrics/eval.json", "metrics/eval_settings.json", "metrics/data.json", "plots/episodes.csv",
-            "plots/summary.md", "params.yaml")
+_STAGE_METRICS = {paths.DATA_METRICS: "prepare", paths.POOL_METRICS: "pretrain",
+                  paths.invert_metrics(BLACKBOX): "invert", paths.distill_metrics(BLACKBOX): "distill",
+                  paths.MAML_METRICS: "maml_real", paths.invert_metrics(WHITEBOX): "whitebox_invert",
+                  paths.distill_metrics(WHITEBOX): "whitebox_distill",
+                  **{paths.model_metrics(b): f"baseline@{b}" for b in BASELINE_NAMES}}
+RESULT_FILES = tuple(str(p) for p in (
+    paths.EVAL_JSON, paths.EVAL_SETTINGS, *_STAGE_METRICS, paths.EPISODES_CSV, paths.SUMMARY_MD, paths.SUMMARY_PNG,
+    paths.EVAL_PNG, paths.invert_samples(BLACKBOX), paths.curve_csv(BLACKBOX), paths.curve_png(BLACKBOX),
+    paths.MAML_CURVE_CSV, paths.MAML_CURVE_PNG, Path("params.yaml"), Path("dvc.lock")))
+REQUIRED = tuple(str(p) for p in (paths.EVAL_JSON, paths.EVAL_SETTINGS, paths.DATA_METRICS, paths.EPISODES_CSV,
+                                  paths.SUMMARY_MD, Path("params.yaml")))
 
 
 class ProfileError(RuntimeError):
     """A profile cannot be run or collected; the message says why and what to do."""
 
 
-def profile_path(name: str, root: Path = Path(".")) -> Path:
-    path = Path(root) / PROFILES / f"{name}.yaml"
+def profile_path(name: str) -> Path:
+    path = PROFILES / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in (Path(root) / PROFILES).glob("*.yaml"))
+        known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
         raise ProfileError(f"no profile {name!r}: {path} does not exist; known profiles: {', '.join(known) or 'none'}")
     return path
 
@@ -69,8 +74,8 @@ def describe(path: Path) -> str:
     return " ".join(lines)
 
 
-def load_overlay(name: str, root: Path = Path(".")) -> dict:
-    path = profile_path(name, root)
+def load_overlay(name: str) -> dict:
+    path = profile_path(name)
     try:
         overlay = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -110,17 +115,17 @@ def overrides(overlay: dict, path: str = "") -> list[str]:
     return out
 
 
-def _git(root: Path, *args: str, check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+def _git(*args: str, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise ProfileError(f"`git {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc.stdout
 
 
-def experiment_rev(name: str, root: Path = Path(".")) -> str:
+def experiment_rev(name: str) -> str:
     """The commit of DVC experiment `name` made from the current HEAD (else from any commit, if only one)."""
-    head = _git(root, "rev-parse", "HEAD").strip()
-    refs = [line.split() for line in _git(root, "for-each-ref", "--format=%(refname) %(objectname)",
+    head = _git("rev-parse", "HEAD").strip()
+    refs = [line.split() for line in _git("for-each-ref", "--format=%(refname) %(objectname)",
                                           "refs/exps").splitlines()]
     mine = [(ref, sha) for ref, sha in refs if ref.rsplit("/", 1)[-1] == name]
     for ref, sha in mine:
@@ -133,43 +138,37 @@ def experiment_rev(name: str, root: Path = Path(".")) -> str:
     raise ProfileError(f"{len(mine)} experiments named {name!r} from other commits than HEAD; pass --rev")
 
 
-def _show(root: Path, rev: str, path: str) -> bytes | None:
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True)
+def _show(rev: str, path: str) -> bytes | None:
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True)
     return proc.stdout if proc.returncode == 0 else None
 
 
 def stage_resources(files: dict[str, bytes]) -> dict:
     """``{stage: {"seconds", "peak_rss_mb"}}`` from the metrics files a run wrote (what each stage measured)."""
-    names = {"metrics/data.json": "prepare", "metrics/apis.json": "pretrain", "metrics/invert.json": "invert",
-             "metrics/distill.json": "distill", "metrics/maml_real.json": "maml_real",
-             "metrics/invert_whitebox.json": "whitebox_invert", "metrics/distill_whitebox.json": "whitebox_distill",
-             "metrics/best_api.json": "baseline@best_api", "metrics/single_dfkd.json": "baseline@single_dfkd",
-             "metrics/distill_avg.json": "baseline@distill_avg"}
     out = {}
-    for path, stage in names.items():
-        if path in files:
-            m = json.loads(files[path])
+    for path, stage in _STAGE_METRICS.items():
+        if str(path) in files:
+            m = json.loads(files[str(path)])
             out[stage] = {k: m[k] for k in ("seconds", "peak_rss_mb") if k in m}
-    if "metrics/eval_settings.json" in files:
-        for model, s in json.loads(files["metrics/eval_settings.json"]).get("resources", {}).items():
-            out[f"evaluate_model@{model}"] = s
+    if str(paths.EVAL_SETTINGS) in files:
+        for model, res in json.loads(files[str(paths.EVAL_SETTINGS)]).get("resources", {}).items():
+            out[f"evaluate_model@{model}"] = res
     return out
 
 
-def collect(name: str, rev: str | None = None, root: Path = Path("."), run: dict | None = None) -> Path:
+def collect(name: str, rev: str | None = None, run: dict | None = None) -> Path:
     """Write ``results/<name>/`` from the experiment commit `rev` (default: :func:`experiment_rev`).
 
     Every file of :data:`RESULT_FILES` the experiment has is copied; :data:`REQUIRED` ones must be there.
     ``run.json`` gets `run` (what :func:`run_profile` measured) and each stage's seconds and peak memory.
     The folder is replaced as a whole (written beside it, then renamed): never half old, half new.
     """
-    root = Path(root)
-    rev = rev or experiment_rev(name, root)
-    files = {p: data for p in RESULT_FILES if (data := _show(root, rev, p)) is not None}
+    rev = rev or experiment_rev(name)
+    files = {p: data for p in RESULT_FILES if (data := _show(rev, p)) is not None}
     missing = [p for p in REQUIRED if p not in files]
     if missing:
         raise ProfileError(f"experiment {rev[:10]} has no {', '.join(missing)}: it did not finish; rerun it")
-    out = root / RESULTS / name
+    out = RESULTS / name
     tmp = out.with_name(f".{name}.tmp")
     subprocess.run(["rm", "-rf", str(tmp)], check=True)
     for path, data in files.items():
@@ -197,16 +196,16 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_profile(name: str, root: Path = Path("."), dry_run: bool = False) -> Path | list[str]:
+def run_profile(name: str, dry_run: bool = False) -> Path | list[str]:
     """Check, run and collect profile `name` (see the module docstring); return ``results/<name>``.
 
     With `dry_run`, only check the merged params and return the ``dvc exp run`` command.
     """
-    root = Path(root)
-    overlay = load_overlay(name, root)
-    base = yaml.safe_load((root / "params.yaml").read_text())
+    overlay = load_overlay(name)
+    base = yaml.safe_load(Path("params.yaml").read_text())
+    merged = merge(base, overlay)
     try:
-        merged = validate(merge(base, overlay), f"params.yaml with {PROFILES / (name + '.yaml')}")
+        validate(merged, f"params.yaml with {PROFILES / (name + '.yaml')}")
     except ParamError as exc:
         raise ProfileError(str(exc)) from exc
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
@@ -217,13 +216,13 @@ def run_profile(name: str, root: Path = Path("."), dry_run: bool = False) -> Pat
     env = dict(os.environ)
     if env.get("DFML_DATA_MIRROR"):  # the experiment runs in .dvc/tmp/exps/...: a relative mirror would not resolve
         env["DFML_DATA_MIRROR"] = str(Path(env["DFML_DATA_MIRROR"]).resolve())
-    head = _git(root, "rev-parse", "HEAD").strip()
-    dirty = [line[3:] for line in _git(root, "status", "--porcelain").splitlines()
+    head = _git("rev-parse", "HEAD").strip()
+    dirty = [line[3:] for line in _git("status", "--porcelain").splitlines()
              if not line[3:].startswith(str(RESULTS))]
-    subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", name], cwd=root, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", name], env=env, capture_output=True)
     print(f"[profile {name}] {shlex.join(cmd[1:])}", flush=True)
     start = time.time()
-    proc = subprocess.run(cmd, cwd=root, env=env)
+    proc = subprocess.run(cmd, env=env)
     wall = time.time() - start
     if proc.returncode != 0:
         raise ProfileError(f"`dvc exp run` of profile {name} failed (exit {proc.returncode}) after {wall:.0f} s; "
@@ -231,11 +230,11 @@ def run_profile(name: str, root: Path = Path("."), dry_run: bool = False) -> Pat
     run = {"command": f"dfml profile run {name}", "code_commit": head, "uncommitted_changes": dirty,
            "wall_seconds": round(wall, 1), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
            "machine": machine()}
-    exp_params = _show(root, experiment_rev(name, root), "params.yaml")
+    exp_params = _show(experiment_rev(name), "params.yaml")
     if exp_params is not None and yaml.safe_load(exp_params) != merged:
         raise ProfileError(f"the experiment's params.yaml differs from params.yaml + {name}.yaml: a -S value was "
                            "read otherwise than meant; check the profile's values")
-    return collect(name, root=root, run=run)
+    return collect(name, run=run)
 
 
 def add_arguments(parser) -> None:

@@ -1,11 +1,6 @@
-"""The black-box boundary: APIs answer batches of images and count every image sent."""
+"""The client side of the black-box boundary: APIs answer batches of images, and every image sent is counted.
 
-from .answers import MODES, AnswerSettings, make_answer
-from .backends import BACKENDS, open_apis
-from .base import APIReplyError, BlackBoxAPI, BudgetExhausted, QueryLedger
-from .http import APIAccessError, HTTPAPI, RetryPolicy, open_http_pool
-from .inprocess import InProcessAPI, WhiteBoxAPI, open_pool
-
-__all__ = ["APIReplyError", "BlackBoxAPI", "QueryLedger", "InProcessAPI", "WhiteBoxAPI", "open_pool", "MODES",
-           "AnswerSettings", "make_answer", "APIAccessError", "HTTPAPI", "RetryPolicy", "open_http_pool",
-           "BACKENDS", "open_apis", "BudgetExhausted"]
+:mod:`.base` (the query interface and the ledger), :mod:`.answers` (answer modes), :mod:`.backends` (in-process
+or HTTP), :mod:`.budget` (budget stops). The API owner's side (training the pool, serving it) is
+:mod:`dfml.owner`.
+"""

@@ -12,26 +12,7 @@ from collections import defaultdict
 
 import torch
 
-
-class APIReplyError(RuntimeError):
-    """An API answered something that is not a batch of class probabilities."""
-
-
-class BudgetExhausted(RuntimeError):
-    """A query would take the run past its API image budget; nothing of it was sent.
-
-    Attributes: ``api`` (the API asked), ``images`` (the query's size), ``spent``
-    (images the run has sent so far), ``budget`` and ``remaining`` of the budget that
-    stopped it, ``scope`` (``"run"`` or ``"per API"``).
-    """
-
-    def __init__(self, api: str, images: int, spent: int, budget: int, scope: str):
-        self.api, self.images, self.spent, self.budget, self.scope = api, images, spent, budget, scope
-        self.remaining = budget - spent
-        where = "the run" if scope == "run" else f"API {api}"
-        super().__init__(f"API image budget exhausted: a query of {images:,} images to API {api} would take "
-                         f"{where} to {spent + images:,} images, past its budget of {budget:,} "
-                         f"({spent:,} spent, {self.remaining:,} left); nothing of it was sent")
+from ..core.errors import APIReplyError, BudgetExhausted
 
 
 class QueryLedger:

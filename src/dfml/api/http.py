@@ -1,4 +1,4 @@
-"""HTTP client backend: APIs served by ``dfml serve`` (:mod:`dfml.api.server`), behind the same query interface.
+"""HTTP client backend: APIs served by ``dfml serve`` (:mod:`dfml.owner.server`), behind the same query interface.
 
 Each chunk of images goes out as one ``POST <base>/v1/apis/<name>/query`` with a
 ``.npy`` float32 body and ``Authorization: Bearer $DFML_API_TOKEN``; the JSON
@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import requests
@@ -23,6 +24,7 @@ import torch
 
 from .answers import Answer, make_answer, settings_from_description
 from .base import APIReplyError, BlackBoxAPI, QueryLedger
+from .inprocess import pool_digest
 
 TOKEN_ENV = "DFML_API_TOKEN"
 LOG = logging.getLogger("dfml.http")
@@ -71,7 +73,13 @@ def _server_error(response: requests.Response) -> str:
 
 def send(session: requests.Session, method: str, url: str, who: str, policy: RetryPolicy, timeout: float,
          **kwargs) -> requests.Response:
-    """One HTTP request with retries; the 200 response, else APIAccessError saying why (`who` names the API)."""
+    """One HTTP request with retries; the 200 response, else APIAccessError saying why (`who` names the API).
+
+    Hand-written rather than ``urllib3.util.Retry`` on the session's adapter: Retry has no deadline (each
+    attempt runs the full `timeout` again, so `policy.max_total` could not bound the total time, nor shrink
+    the last attempt's timeout to the time left), retries the first failure with no backoff (urllib3 2.x),
+    and its exhausted-retries error loses the attempt count and the server's last message.
+    """
     start = time.monotonic()
     for attempt in range(policy.retries + 1):
         left = policy.max_total - (time.monotonic() - start)
@@ -134,12 +142,13 @@ class HTTPAPI(BlackBoxAPI):
 
 def open_http_pool(base_url: str, ledger: QueryLedger, chunk: int = 1024, timeout: float = 30.0,
                    retry: RetryPolicy = RetryPolicy(), answer: str | None = None,
-                   label_smoothing: float = 0.0) -> list[HTTPAPI]:
+                   label_smoothing: float = 0.0, pool: Path | None = None) -> list[HTTPAPI]:
     """Every API listed by ``GET <base_url>/v1/apis``, as :class:`HTTPAPI` sharing one connection pool.
 
     The answer mode and its options come from the listing; `answer`, if given,
     must match it. `chunk` is capped at the server's ``max_batch``. The token is
-    read from ``$DFML_API_TOKEN``.
+    read from ``$DFML_API_TOKEN``. With `pool` (the run's local pool folder, which DVC tracks), the server
+    must serve exactly that pool: its listing's ``pool_digest`` must equal :func:`pool_digest` of `pool`.
     """
     token = token_from_env()
     session = requests.Session()
@@ -157,6 +166,17 @@ def open_http_pool(base_url: str, ledger: QueryLedger, chunk: int = 1024, timeou
         raise APIReplyError(f"{who}: malformed listing at {url} ({type(exc).__name__}: {exc})") from None
     if answer is not None and answer != settings.mode:
         raise APIAccessError(f"{who} answers in mode {settings.mode!r}, this run expects {answer!r}")
+    if pool is not None:
+        mine, theirs = pool_digest(pool), listing.get("pool_digest")
+        if theirs is None:
+            raise APIAccessError(f"{who} does not report a pool_digest, so it cannot be checked to serve this "
+                                 f"run's pool {pool} (pool_digest {mine}); restart it with a current `dfml serve "
+                                 f"--pool {pool}`")
+        if theirs != mine:
+            raise APIAccessError(f"{who} serves another pool than this run's {pool}: the server's pool_digest is "
+                                 f"{theirs}, the local pool's is {mine}; restart the server on this pool "
+                                 f"(`dfml serve --pool {pool}`), or point this run at a copy of the pool the "
+                                 "server serves")
     mode = make_answer(settings)
     return [HTTPAPI(query_url, name, n, shape, ledger, mode, token, chunk, timeout, retry, session)
             for name, n, shape, query_url in specs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -67,3 +68,17 @@ def open_pool(folder: Path, ledger: QueryLedger, device: torch.device, chunk: in
     names = [a["name"] for a in json.loads(index.read_text())["apis"]]
     cls = WhiteBoxAPI if whitebox else InProcessAPI
     return [cls(folder / f"{n}.pt", ledger, device, chunk, answer) for n in names]
+
+
+def pool_digest(folder: Path) -> str:
+    """sha256 of a pool folder's ``pool.json`` and of every checkpoint it lists (names and bytes): two pools
+    trained with other params have other digests, even with the same API names and shapes."""
+    folder = Path(folder)
+    index = folder / "pool.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index}: no API pool here; run `dvc repro pretrain` first")
+    h = hashlib.sha256(index.read_bytes())
+    for name in sorted(a["name"] for a in json.loads(index.read_text())["apis"]):
+        h.update(name.encode())
+        h.update(hashlib.sha256((folder / f"{name}.pt").read_bytes()).digest())
+    return h.hexdigest()

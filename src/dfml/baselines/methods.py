@@ -1,8 +1,8 @@
-"""The data-free baselines of DESIGN.md section 5, each a function ``(Setting, cfg) -> BaselineResult``.
+"""The data-free baselines, each a function ``(Setting, cfg) -> BaselineResult``.
 
 All three learn only from the pseudo tasks `invert` recovered (:mod:`.bank`), with
-the tempered KL of :func:`dfml.meta.losses.kd_loss`, into the meta architecture
-(Conv4 of :func:`dfml.meta.runs.build_meta_model`, BN on batch statistics). Every
+the tempered KL of :func:`dfml.core.losses.kd_loss`, into the meta architecture
+(Conv4 of :func:`dfml.models.build_meta_model`, BN on batch statistics). Every
 student starts from the seeded initialisation that `random` and `bidf_mkd` start
 from (``derive_seed(seed, "meta-init")``), so a baseline differs from `random` only
 by what distillation taught it, and the students of `distill_avg` share the start
@@ -34,9 +34,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..meta.runs import build_meta_model
-from ..utils import derive_seed
+from ..models import build_meta_model
+from ..core.seeding import derive_seed
 from .bank import BankTask
+from .params import SingleDFKDParams, StudentParams
 from .students import agreement, distill_student
 
 State = dict[str, torch.Tensor]
@@ -111,7 +112,7 @@ def average_states(states: list[State]) -> State:
     return {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
 
 
-def best_api(s: Setting, cfg: dict) -> BaselineResult:
+def best_api(s: Setting, cfg: StudentParams) -> BaselineResult:
     """Best-API: distil the API of highest reported held-out accuracy (first in pool order on ties)."""
     missing = [t.name for t in s.bank if t.name not in s.reported_accuracy]
     if missing:
@@ -138,9 +139,9 @@ def _seeded_head(head: State) -> State:
 HEADS: dict[str, Callable[[State], State]] = {"zero": _zero_head, "random": _seeded_head}
 
 
-def single_dfkd(s: Setting, cfg: dict) -> BaselineResult:
+def single_dfkd(s: Setting, cfg: SingleDFKDParams) -> BaselineResult:
     """Single-DFKD: one student over the union of all APIs' classes (API a: columns ``[a*N, (a+1)*N)``),
-    KD on each image's restricted softmax; its body under a fresh N-way head (``cfg["head"]``)."""
+    KD on each image's restricted softmax; its body under a fresh N-way head (``cfg.head``)."""
     images, probs, owner = union(s.bank)
     student = s.student(len(s.bank) * s.ways)
     training = distill_student(student, images, probs, owner, cfg, s.generator("single_dfkd"), s.device,
@@ -148,12 +149,12 @@ def single_dfkd(s: Setting, cfg: dict) -> BaselineResult:
     init = s.student(s.ways)
     head = {f"head.{k}": v for k, v in _cpu_state(init.head).items()}
     body = {k: v for k, v in _cpu_state(student).items() if not k.startswith("head.")}
-    state = {**body, **HEADS[cfg["head"]](head)}
+    state = {**body, **HEADS[cfg.head](head)}
     return BaselineResult(state, [t.name for t in s.bank],
-                          {"head": cfg["head"], "distilled_outputs": len(s.bank) * s.ways}, training)
+                          {"head": cfg.head, "distilled_outputs": len(s.bank) * s.ways}, training)
 
 
-def distill_avg(s: Setting, cfg: dict) -> BaselineResult:
+def distill_avg(s: Setting, cfg: StudentParams) -> BaselineResult:
     """Distill-Avg: one N-way student per API, then the mean of their parameters."""
     states, runs = [], []
     for task in s.bank:
@@ -165,15 +166,15 @@ def distill_avg(s: Setting, cfg: dict) -> BaselineResult:
     state = average_states(states)
     averaged = s.student(s.ways)
     averaged.load_state_dict(state)
-    kept = [agreement(averaged, t.images, t.probs, _own(t), cfg["batch_size"], s.device) for t in s.bank]
+    kept = [agreement(averaged, t.images, t.probs, _own(t), cfg.batch_size, s.device) for t in s.bank]
     training = {key: round(sum(r[key] for r in runs) / len(runs), 5)
                 for key in ("initial_loss", "final_loss", "agreement_pct")}
     return BaselineResult(state, [t.name for t in s.bank], {"students": len(runs)},
-                          {"steps": cfg["steps"], **training,
+                          {"steps": cfg.steps, **training,
                            "average_agreement_pct": round(sum(kept) / len(kept), 2)})
 
 
-BASELINES: dict[str, Callable[[Setting, dict], BaselineResult]] = {
+BASELINES: dict[str, Callable[[Setting, StudentParams], BaselineResult]] = {
     "best_api": best_api,
     "single_dfkd": single_dfkd,
     "distill_avg": distill_avg,

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..meta.losses import kd_loss
+from ..core.losses import kd_loss
+from .params import StudentParams
 
 
 def restricted_logits(logits: torch.Tensor, owner: torch.Tensor, ways: int) -> torch.Tensor:
@@ -40,9 +41,9 @@ def minibatches(n: int, batch: int, steps: int, gen: torch.Generator) -> Iterato
 
 
 def distill_student(student: nn.Module, images: torch.Tensor, probs: torch.Tensor, owner: torch.Tensor,
-                    cfg: dict, gen: torch.Generator, device: torch.device, desc: str = "KD") -> dict:
-    """Train `student` in place: ``cfg["steps"]`` Adam steps (lr ``cfg["lr"]``) of the tempered KL
-    ``KD(student restricted to the owner's columns, API answer)`` on minibatches of ``cfg["batch_size"]``.
+                    cfg: StudentParams, gen: torch.Generator, device: torch.device, desc: str = "KD") -> dict:
+    """Train `student` in place: ``cfg.steps`` Adam steps (lr ``cfg.lr``) of the tempered KL
+    ``KD(student restricted to the owner's columns, API answer)`` on minibatches of ``cfg.batch_size``.
 
     Args:
         student: ``[B, C, H, W] -> [B, A*N]`` (BN on batch statistics).
@@ -55,21 +56,21 @@ def distill_student(student: nn.Module, images: torch.Tensor, probs: torch.Tenso
         "agreement_pct"}``; agreement: images whose top class under the student (restricted) is the API's.
     """
     ways = probs.shape[-1]
-    opt = torch.optim.Adam(student.parameters(), lr=cfg["lr"])
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     student.train()
     losses = []
-    for idx in tqdm(minibatches(len(images), cfg["batch_size"], cfg["steps"], gen), total=cfg["steps"], desc=desc,
+    for idx in tqdm(minibatches(len(images), cfg.batch_size, cfg.steps, gen), total=cfg.steps, desc=desc,
                     unit="step", leave=False):
         x = images[idx].to(device).contiguous(memory_format=torch.channels_last)
         logits = restricted_logits(student(x), owner[idx].to(device), ways)
-        loss = kd_loss(logits, probs[idx].to(device), cfg["temperature"])
+        loss = kd_loss(logits, probs[idx].to(device), cfg.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
     tail = losses[-max(1, len(losses) // 10):]
-    return {"steps": cfg["steps"], "initial_loss": round(losses[0], 5), "final_loss": round(sum(tail) / len(tail), 5),
-            "agreement_pct": round(agreement(student, images, probs, owner, cfg["batch_size"], device), 2)}
+    return {"steps": cfg.steps, "initial_loss": round(losses[0], 5), "final_loss": round(sum(tail) / len(tail), 5),
+            "agreement_pct": round(agreement(student, images, probs, owner, cfg.batch_size, device), 2)}
 
 
 @torch.no_grad()

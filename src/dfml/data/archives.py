@@ -4,24 +4,20 @@ With ``DFML_DATA_MIRROR`` set, archives are read from
 ``<mirror>/<dataset>/<official archive name>`` and checked against the
 ``SHA256SUMS`` file beside them (a mirror may hold rebuilt archives whose bytes
 differ from the official ones). Without it, the official URL is downloaded into
-``data/downloads/<dataset>/`` and checked against the official checksum.
+``<downloads>/<dataset>/`` and checked against the official checksum.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import DataError
+
 MIRROR_ENV = "DFML_DATA_MIRROR"
-
-
-class DataError(RuntimeError):
-    """A dataset archive is missing, truncated or wrong; the message says where and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,7 @@ def _verify(path: Path, algo: str, expected: str, where: str, fix: str) -> None:
         )
 
 
-def locate(dataset: str, archive: Archive, downloads: Path = Path("data/downloads")) -> Path:
+def locate(dataset: str, archive: Archive, downloads: Path) -> Path:
     """Return a verified local path for `archive` of `dataset`, or raise DataError."""
     mirror = os.environ.get(MIRROR_ENV)
     if mirror:
@@ -110,10 +106,11 @@ def locate(dataset: str, archive: Archive, downloads: Path = Path("data/download
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
     os.close(fd)
     try:
-        try:
-            with urllib.request.urlopen(archive.url, timeout=60) as resp, open(tmp, "wb") as out:
-                shutil.copyfileobj(resp, out, 1 << 20)
-        except OSError as exc:
+        try:  # torchvision's downloader (redirects, progress); the checksum is ours (md5 or sha256)
+            from torchvision.datasets.utils import download_url
+
+            download_url(archive.url, str(path.parent), Path(tmp).name)
+        except (OSError, RuntimeError, ValueError) as exc:
             raise DataError(
                 f"{archive.name}: download failed from {archive.url}: {exc}.\n"
                 f"  Fix: check the network, or set {MIRROR_ENV} to a folder holding {dataset}/{archive.name}"

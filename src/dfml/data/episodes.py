@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ParamError
+from ..core.errors import ParamError
 from .prepared import Prepared
 
 
@@ -37,7 +37,7 @@ def sample_episodes(data: Prepared, split: str, episodes: int, ways: int, shots:
     if len(classes) < ways:
         which = f"{dataset}'s {split}" if dataset else split
         raise ParamError(f"{which} split has {len(classes)} classes, fewer than {ways} ways; "
-                         f"lower the ways or keep more classes (data.classes_per_split)")
+                         f"lower the ways or keep more classes (data.subset.classes_per_split)")
     need = shots + queries
     small = [data.class_names[c] for c in classes if len(data.by_class[c]) < need]
     if small:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .sources import SPLITS, RawDataset
+from .raw import SPLITS, RawDataset
 
 
 def subsample(ds: RawDataset, classes_per_split: int | None, images_per_class: int | None) -> RawDataset:

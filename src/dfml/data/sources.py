@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,27 +24,10 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .archives import Archive, DataError, locate
-
-SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class RawDataset:
-    """Images of one dataset with a class split.
-
-    Attributes:
-        images: ``uint8 [M, C, H, W]``.
-        labels: ``int64 [M]``, index into ``class_names``.
-        class_names: one name per class.
-        splits: ``{"train" | "val" | "test": [class index, ...]}``, pairwise disjoint.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    splits: dict[str, list[int]] = field(default_factory=dict)
-
+from ..core.errors import DataError
+from .archives import Archive, locate
+from .params import DataParams, FolderData
+from .raw import SPLITS, RawDataset
 
 def split_list(name: str, split: str) -> list[str]:
     """Class names of a shipped split list (`omniglot-vinyals`, `cifar-fs`, `miniimagenet`)."""
@@ -71,18 +54,18 @@ class DatasetSource(ABC):
     channels: int
     image_size: int
 
-    def archives(self, cfg: dict) -> list[Archive]:
+    def archives(self, cfg: DataParams) -> list[Archive]:
         return []
 
-    def preflight(self, cfg: dict, downloads: Path) -> None:
+    def preflight(self, cfg: DataParams, downloads: Path) -> None:
         """Raise DataError (naming the file and the fix) when the inputs are missing or wrong, before any decoding:
         every archive is located and checksummed (downloaded when no mirror is set)."""
         for archive in self.archives(cfg):
             locate(self.name, archive, downloads)
 
     @abstractmethod
-    def load(self, cfg: dict, image_size: int, downloads: Path) -> RawDataset:
-        """Fetch (verified) archives and return the dataset at `image_size`."""
+    def load(self, cfg: DataParams, image_size: int, downloads: Path, seed: int = 0) -> RawDataset:
+        """Fetch (verified) archives and return the dataset at `image_size` (`seed`: a folder's drawn split)."""
 
 
 DATASETS: dict[str, type[DatasetSource]] = {}
@@ -132,19 +115,19 @@ def assemble(per_class: dict[str, list[np.ndarray]], splits_by_name: dict[str, l
     return RawDataset(arr, np.asarray(labels, dtype=np.int64), names, splits)
 
 
-def keep_first(splits_by_name: dict[str, list[str]], cfg: dict) -> dict[str, list[str]]:
-    """The split lists cut to their first ``data.classes_per_split`` classes (smoke configs; all when null),
+def keep_first(splits_by_name: dict[str, list[str]], cfg: DataParams) -> dict[str, list[str]]:
+    """The split lists cut to their first ``data.subset.classes_per_split`` classes (smoke configs; all when null),
     as :func:`dfml.data.prepared.subsample` will keep them: a source can skip decoding the others."""
-    n = cfg.get("classes_per_split")
+    n = cfg.subset.classes_per_split
     return {s: list(names[:n] if n else names) for s, names in splits_by_name.items()}
 
 
-def assemble_encoded(members: dict[str, list[tuple[str, bytes]]], splits_by_name: dict[str, list[str]], cfg: dict,
+def assemble_encoded(members: dict[str, list[tuple[str, bytes]]], splits_by_name: dict[str, list[str]], cfg: DataParams,
                      decode: Callable[[str, bytes], np.ndarray], where: str,
                      missing: str = "the archive is incomplete or not the official one") -> RawDataset:
     """:func:`assemble` from encoded images, decoded straight into the one ``uint8 [M, C, S, S]`` array.
 
-    Each class's members are taken in sorted name order, and only the first ``data.images_per_class`` of
+    Each class's members are taken in sorted name order, and only the first ``data.subset.images_per_class`` of
     them (smoke configs); decoding runs on one thread per CPU core (PIL decodes outside the GIL) and gives
     the same array for any number of threads.
 
@@ -152,7 +135,7 @@ def assemble_encoded(members: dict[str, list[tuple[str, bytes]]], splits_by_name
         members: class name -> ``[(member name, encoded bytes)]`` in any order.
         decode: ``(member name, bytes) -> uint8 [C, S, S]``; raises DataError naming the member.
     """
-    cap = cfg.get("images_per_class")
+    cap = cfg.subset.images_per_class
     names, labels, splits, jobs = [], [], {}, []
     for split in SPLITS:
         idx = []
@@ -194,7 +177,7 @@ class Omniglot(DatasetSource):
             Archive("images_evaluation.zip", self._BASE + "images_evaluation.zip", "md5:6b91aef0f799c5bb55b94e3f2daec811"),
         ]
 
-    def load(self, cfg, image_size, downloads):
+    def load(self, cfg, image_size, downloads, seed=0):
         splits = {s: split_list("omniglot-vinyals", s) for s in SPLITS}
         wanted = {c for names in splits.values() for c in names}
 
@@ -214,7 +197,7 @@ class Omniglot(DatasetSource):
                     raise DataError(f"{path}: member {member} cannot be decoded as an image ({exc}); "
                                     "replace the archive with a good copy") from exc
         ds = assemble(per_class, splits, "omniglot")
-        if cfg.get("rotations"):
+        if cfg.rotations:
             ds = add_rotations(ds)
         return ds
 
@@ -242,7 +225,10 @@ _WNID = re.compile(r"^n\d{8}$")
 
 
 def _decode_rgb(data: bytes, size: int, where: str, fix: str) -> np.ndarray:
-    """Decode image bytes, convert to RGB and resize to ``uint8 [3, size, size]``; DataError if unreadable."""
+    """Decode image bytes (Pillow), convert to RGB and resize to ``uint8 [3, size, size]``; DataError if unreadable.
+
+    Pillow rather than torchvision.io: torchvision 0.29 deprecates its image decoders (superseded by TorchCodec).
+    """
     try:
         with Image.open(io.BytesIO(data)) as img:
             return resize_rgb(img, size)
@@ -313,8 +299,8 @@ def _hidden_below(name: str, folder: Path) -> bool:
     return any(part.startswith(".") for part in Path(name).relative_to(folder).parts[:-1])
 
 
-def _maybe_rotate(ds: RawDataset, cfg: dict) -> RawDataset:
-    return add_rotations(ds) if cfg.get("rotations") else ds
+def _maybe_rotate(ds: RawDataset, cfg: DataParams) -> RawDataset:
+    return add_rotations(ds) if cfg.rotations else ds
 
 
 @register("cifar-fs")
@@ -333,7 +319,7 @@ class CifarFS(DatasetSource):
         return [Archive("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                         "md5:eb9058c3a382ffc7106e4002c42a8d85")]
 
-    def load(self, cfg, image_size, downloads):
+    def load(self, cfg, image_size, downloads, seed=0):
         path = locate(self.name, self.archives(cfg)[0], downloads)
         raw: dict[str, dict] = {}
         for name, data in _tar_members(path, lambda n: n in self._MEMBERS):
@@ -384,7 +370,7 @@ class CUB(DatasetSource):
         return [Archive("CUB_200_2011.tgz", "https://data.caltech.edu/records/65de6-vzc92/files/CUB_200_2011.tgz",
                         "md5:97eceeb196236b17998738112f37df78")]
 
-    def load(self, cfg, image_size, downloads):
+    def load(self, cfg, image_size, downloads, seed=0):
         path = locate(self.name, self.archives(cfg)[0], downloads)
         classes_txt = self._ROOT + "classes.txt"
         img_prefix = self._ROOT + "images/"
@@ -474,7 +460,7 @@ class MiniImageNet(DatasetSource):
         return counts
 
     def _source(self, cfg, downloads: Path) -> Path:
-        src = (cfg.get("miniimagenet") or {}).get("source")
+        src = cfg.miniimagenet.source
         if not src:
             return locate(self.name, self.MIRROR, downloads)
         path = Path(src).expanduser()
@@ -483,7 +469,7 @@ class MiniImageNet(DatasetSource):
                             "fix the path, or set it to null to read the data mirror's copy")
         return path
 
-    def load(self, cfg, image_size, downloads):
+    def load(self, cfg, image_size, downloads, seed=0):
         path = self._source(cfg, downloads)
         splits = keep_first({s: split_list("miniimagenet", s) for s in SPLITS}, cfg)
         wanted = {c for names in splits.values() for c in names}
@@ -541,25 +527,25 @@ class Folder(DatasetSource):
     image_size = 84
 
     def preflight(self, cfg, downloads):
-        self._root(cfg.get("folder") or {})
+        self._root(cfg.folder)
 
     @staticmethod
-    def _root(fcfg: dict) -> Path:
-        if not fcfg.get("root"):
+    def _root(fcfg: FolderData) -> Path:
+        if not fcfg.root:
             raise DataError("data.folder.root: not set; name a folder holding one sub-folder of images per class")
-        root = Path(fcfg["root"]).expanduser()
+        root = Path(fcfg.root).expanduser()
         if not root.is_dir():
             raise DataError(f"data.folder.root: {root} is not a folder (resolved: {root.resolve()}); "
                             "fix the path")
         return root
 
-    def load(self, cfg, image_size, downloads):
-        fcfg = cfg.get("folder") or {}
+    def load(self, cfg, image_size, downloads, seed=0):
+        fcfg = cfg.folder
         root = self._root(fcfg)
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
             raise DataError(f"data.folder.root: {root} has no class sub-folders; put one folder of images per class there")
-        splits = keep_first(self._split(fcfg, classes, cfg.get("seed", 0), root), cfg)
+        splits = keep_first(self._split(fcfg, classes, seed, root), cfg)
         encoded: dict[str, list[tuple[str, bytes]]] = {}
         for cname in (c for s in SPLITS for c in splits[s]):
             folder = root / cname
@@ -570,8 +556,8 @@ class Folder(DatasetSource):
                                                   "or a folder below it, or remove the class folder"), cfg)
 
     @staticmethod
-    def _split(fcfg: dict, classes: list[str], seed: int, root: Path) -> dict[str, list[str]]:
-        given = {s: fcfg.get(s) for s in SPLITS}
+    def _split(fcfg: FolderData, classes: list[str], seed: int, root: Path) -> dict[str, list[str]]:
+        given = {s: getattr(fcfg, s) for s in SPLITS}
         if any(given.values()):
             missing = [f"data.folder.{s}" for s in SPLITS if not given[s]]
             if missing:
@@ -588,7 +574,7 @@ class Folder(DatasetSource):
                                         "splits must be disjoint")
                     seen[c] = s
             return {s: list(given[s]) for s in SPLITS}
-        fr = fcfg.get("fractions")
+        fr = fcfg.fractions
         if not fr or len(fr) != 3 or any(f < 0 for f in fr) or sum(fr) <= 0:
             raise DataError(f"data.folder.fractions: must be three non-negative numbers [train, val, test], got {fr!r}")
         n = len(classes)

@@ -1,1 +1,2 @@
-"""Episodic evaluation: fixed seeded episodes, per-model adaptation settings chosen on meta-val."""
+"""Episodic evaluation: fixed seeded episodes (:mod:`.episodic`), what each model is and how it adapts
+(:mod:`.candidates`), re-scoring checkpoints on meta-val (:mod:`.rescore`)."""

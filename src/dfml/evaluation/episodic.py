@@ -3,12 +3,11 @@
 Every model is adapted from its initialisation with plain SGD on the support
 cross-entropy, BN using batch statistics of each support / query set
 (transductive, as in MAML's evaluation), `steps` steps at a learning rate
-chosen on meta-val episodes (DESIGN.md section 3, step 5).
+chosen on meta-val episodes (a meta-learned model: its own inner settings).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -18,13 +17,7 @@ from torch import nn
 from ..data.episodes import EpisodeIndex, episode_labels, sample_episodes
 from ..data.prepared import Prepared
 from ..meta.functional import Params, adapt_and_predict_batched
-from ..utils import derive_seed
-
-
-def ci95(acc: np.ndarray) -> float:
-    """Half-width of the normal 95% interval of the mean: ``1.96 * std / sqrt(n)`` (std with ddof=0, as MAML)."""
-    acc = np.asarray(acc, dtype=np.float64)
-    return float(1.96 * acc.std() / math.sqrt(len(acc)))
+from ..core.seeding import derive_seed
 
 
 def episode_accuracies(model: nn.Module, params: Params, data: Prepared, eps: EpisodeIndex, lr: float, steps: int,
@@ -48,14 +41,6 @@ def choose_lr(score: Callable[[float], float], grid: list[float]) -> tuple[float
     table = {str(lr): round(score(lr), 3) for lr in grid}
     best = max(grid, key=lambda lr: table[str(lr)])
     return best, table
-
-
-def ci95_of_mean(cis: list[float]) -> float:
-    """Half-width of the 95% interval of the mean of D independent per-dataset means, from their half-widths:
-    ``sqrt(sum ci_d^2) / D`` (the mh scenario's mean over datasets)."""
-    if len(cis) == 1:
-        return float(cis[0])
-    return float(math.sqrt(sum(c * c for c in cis)) / len(cis))
 
 
 def val_scorer(model: nn.Module, data: Prepared, ways: int, shots: int, queries: int, episodes: int, seed: int,

@@ -3,10 +3,10 @@
 `distill` picks its checkpoint on `distill.val_episodes` (100) meta-val episodes,
 enough to rank the checkpoints of one run but not to rank two runs (a 1-shot
 reading moves by about +-2 points). :func:`score_on_val` adapts every
-checkpoint at its own inner lr for `evaluate.adapt_steps` steps on the same
+checkpoint as it was meta-trained (its own inner lr and steps) on the same
 seeded meta-**val** episodes (never meta-test) and gives each one's accuracy and
-its paired difference to the first, with 95% intervals (DESIGN.md section 3:
-selection on meta-val only).
+its paired difference to the first, with 95% intervals: choices are made on
+meta-val only.
 """
 
 from __future__ import annotations
@@ -15,26 +15,26 @@ from pathlib import Path
 
 import torch
 
+from ..core.seeding import derive_seed
+from ..core.stats import ci95
 from ..data.episodes import sample_episodes
 from ..data.prepared import Prepared
-from ..utils import derive_seed
-from .episodic import ci95, episode_accuracies
-from .models import meta_learned
+from .candidates import meta_learned
+from .episodic import episode_accuracies
+from .params import EvaluateParams
 
 
-def score_on_val(paths: list[Path], params: dict, data: Prepared, episodes: int, shots: list[int],
-                 device: torch.device) -> dict:
+def score_on_val(paths: list[Path], cfg: EvaluateParams, seed: int, ways: int, data: Prepared, episodes: int,
+                 shots: list[int], device: torch.device) -> dict:
     """``{"<K>shot": {path: {"acc", "ci95", "minus_first", "minus_first_ci95"}}}`` over `episodes` meta-val
     episodes per shot (seed ``derive_seed(seed, "score-val", K)``); `paths` are meta-learned checkpoints
     (``models/bidf_mkd.pt``, ``models/maml_real.pt`` or copies of them from other experiments)."""
-    cfg = params["evaluate"]
-    cands = {str(p): meta_learned(str(p))(params, data, device) for p in paths}
+    cands = {str(p): meta_learned(Path(p), data.channels, ways, data.image_size, device) for p in paths}
     out = {}
     for k in shots:
-        eps = sample_episodes(data, "val", episodes, cfg["ways"], k, cfg["query"],
-                              derive_seed(params["seed"], "score-val", k), "evaluate")
-        accs = {p: episode_accuracies(c.model, c.params, data, eps, c.own_lr, cfg["adapt_steps"],
-                                      cfg["episode_batch"], device) for p, c in cands.items()}
+        eps = sample_episodes(data, "val", episodes, ways, k, cfg.query, derive_seed(seed, "score-val", k), "evaluate")
+        accs = {p: episode_accuracies(c.model, c.params, data, eps, c.own_lr, c.own_steps, cfg.episode_batch, device)
+                for p, c in cands.items()}
         first = accs[str(paths[0])]
         out[f"{k}shot"] = {p: {"acc": round(float(a.mean()), 3), "ci95": round(ci95(a), 3),
                                "minus_first": round(float((a - first).mean()), 3),

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..api.base import BlackBoxAPI
+from .params import InvertParams
 
 GroupLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -85,11 +86,12 @@ class ExactGradient(GradientEstimator):
         return g, loss.detach(), probs.detach()
 
 
-ESTIMATORS: dict[str, Callable[..., GradientEstimator]] = {
-    "zo": lambda cfg, gen: ZeroOrderGradient(cfg["q"], cfg["mu"], gen),
+# invert.gradient -> (invert params, direction RNG) -> estimator
+ESTIMATORS: dict[str, Callable[[InvertParams, torch.Generator], GradientEstimator]] = {
+    "zo": lambda cfg, gen: ZeroOrderGradient(cfg.q, cfg.mu, gen),
     "exact": lambda cfg, gen: ExactGradient(),
 }
 
 
-def build_estimator(cfg: dict, gen: torch.Generator) -> GradientEstimator:
-    return ESTIMATORS[cfg["gradient"]](cfg, gen)
+def build_estimator(cfg: InvertParams, gen: torch.Generator) -> GradientEstimator:
+    return ESTIMATORS[cfg.gradient](cfg, gen)

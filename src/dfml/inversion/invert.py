@@ -14,9 +14,10 @@ from typing import Callable
 import torch
 
 from ..api.base import BlackBoxAPI
-from ..meta.losses import ce_on_probs
+from ..core.losses import ce_on_probs
 from ..models.generator import Generator
 from .gradients import GradientEstimator, GroupLoss
+from .params import InvertParams
 
 
 @dataclass
@@ -50,19 +51,19 @@ class InversionState:
         self.history[:] = sd["history"]
 
 
-def new_state(num_classes: int, per_class: int, channels: int, image_size: int, cfg: dict, seed: int,
+def new_state(num_classes: int, per_class: int, channels: int, image_size: int, cfg: InvertParams, seed: int,
               device: torch.device) -> InversionState:
     torch.manual_seed(seed)
-    gen = Generator(cfg["latent_dim"], channels, image_size, cfg["generator_width"]).to(device)
+    gen = Generator(cfg.latent_dim, channels, image_size, cfg.generator_width).to(device)
     gen = gen.to(memory_format=torch.channels_last)  # generator fwd+bwd 1.5x faster on CPU (measured, width 64)
-    z = torch.nn.Parameter(torch.randn(num_classes * per_class, cfg["latent_dim"], device=device))
+    z = torch.nn.Parameter(torch.randn(num_classes * per_class, cfg.latent_dim, device=device))
     y = torch.arange(num_classes, device=device).repeat_interleave(per_class)
-    opt = torch.optim.Adam([{"params": gen.parameters(), "lr": cfg["lr_generator"]},
-                            {"params": [z], "lr": cfg["lr_latent"]}], betas=(0.5, 0.999))
+    opt = torch.optim.Adam([{"params": gen.parameters(), "lr": cfg.lr_generator},
+                            {"params": [z], "lr": cfg.lr_latent}], betas=(0.5, 0.999))
     return InversionState(gen, z, y, opt)
 
 
-def load_state(sd: dict, cfg: dict, channels: int, image_size: int, device: torch.device) -> InversionState:
+def load_state(sd: dict, cfg: InvertParams, channels: int, image_size: int, device: torch.device) -> InversionState:
     y = sd["labels"].to(device)
     st = new_state(int(y.max()) + 1, len(y) // (int(y.max()) + 1), channels, image_size, cfg, 0, device)
     st.generator.load_state_dict(sd["generator"])
@@ -91,8 +92,8 @@ class ImagePrior:
     l1: float = 0.0
 
     @classmethod
-    def from_cfg(cls, cfg: dict) -> "ImagePrior":
-        return cls(cfg["tv_weight"], cfg["l2_weight"], cfg["l1_weight"])
+    def from_cfg(cls, cfg: InvertParams) -> "ImagePrior":
+        return cls(cfg.tv_weight, cfg.l2_weight, cfg.l1_weight)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(x.shape[0])
@@ -149,25 +150,25 @@ def render(state: InversionState, api: BlackBoxAPI, rows: torch.Tensor | None = 
     return x, api.query(x)
 
 
-def more_steps(history: list[dict], cfg: dict) -> bool:
+def more_steps(history: list[dict], cfg: InvertParams) -> bool:
     """Whether an API's inversion takes another generator step, given the steps done so far (`history`).
 
-    Always below ``cfg["steps"]``. Beyond it, while the last step's agreement (the
+    Always below ``cfg.steps``. Beyond it, while the last step's agreement (the
     share of the unperturbed batch the API put in the class aimed at, known
-    without extra queries) is below ``cfg["target_agreement"]``, for up to
-    ``cfg["extra_steps"]`` more. Some APIs start out answering
+    without extra queries) is below ``cfg.target_agreement``, for up to
+    ``cfg.extra_steps`` more. Some APIs start out answering
     one class for every generated image and need more steps before zero-order
     estimates move them (measured: README); the extra API images go only to
     those. The rule reads nothing but `history`, so a resumed inversion takes
     the same steps.
     """
     k = len(history)
-    if k < cfg["steps"]:
+    if k < cfg.steps:
         return True
-    return k < cfg["steps"] + cfg.get("extra_steps", 0) and history[-1]["acc"] < cfg["target_agreement"]
+    return k < cfg.steps + cfg.extra_steps and history[-1]["acc"] < cfg.target_agreement
 
 
-def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int, cfg: dict,
+def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int, cfg: InvertParams,
                estimator: GradientEstimator, seed: int, device: torch.device, state: InversionState | None = None,
                on_step: Callable[[InversionState], None] | None = None):
     """Recover ``per_class`` images per class of `api`.
@@ -178,8 +179,9 @@ def invert_api(api: BlackBoxAPI, per_class: int, channels: int, image_size: int,
     answers are queried, the points where the state is whole (checkpoints).
 
     Returns:
-        images ``[N, per_class, C, H, W]``, answers ``[N, per_class, N]``,
-        the inversion state (to continue in `distill`), and per-step history.
+        ``(images, answers, state)``: images ``[N, per_class, C, H, W]``, the API's answers ``[N, per_class, N]``,
+        and the inversion state (to continue in `distill`; its ``history`` holds the per-step loss and
+        agreement).
     """
     if state is None:
         state = new_state(api.num_classes, per_class, channels, image_size, cfg, seed, device)

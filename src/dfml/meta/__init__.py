@@ -1,1 +1,1 @@
-"""Meta-learning: functional adaptation, losses, MAML on real data, BiDf-MKD distillation."""
+"""Meta-learning: functional adaptation, the outer loop, MAML on real data and BiDf-MKD distillation."""

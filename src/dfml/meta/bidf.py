@@ -32,9 +32,10 @@ from torch import nn
 from ..api.base import BlackBoxAPI
 from ..inversion.gradients import GradientEstimator
 from ..inversion.invert import ImagePrior, InversionState, inversion_step, render
-from ..meta.functional import Params, forward_groups
+from ..core.losses import boundary_loss
 from .augment import random_affine
-from .losses import boundary_loss
+from .functional import Params, forward_groups
+from .params import DistillParams
 from .trainer import Task
 
 
@@ -89,11 +90,11 @@ class BiDfTaskSampler:
     """
 
     def __init__(self, model: nn.Module, apis: list[BlackBoxAPI], bank: list[dict], states: list[InversionState],
-                 estimator: GradientEstimator, cfg: dict, gen: torch.Generator, device: torch.device,
+                 estimator: GradientEstimator, cfg: DistillParams, gen: torch.Generator, device: torch.device,
                  prior: ImagePrior = ImagePrior()):
         self.model, self.apis, self.bank, self.states = model, apis, bank, states
         self.estimator, self.cfg, self.gen, self.device = estimator, cfg, gen, device
-        self.memory = TaskMemory(cfg["memory_size"], gen)
+        self.memory = TaskMemory(cfg.memory_size, gen)
         self.ways = bank[0]["images"].shape[0]
         for a, entry in enumerate(bank):
             self.remember(a, entry["images"].flatten(0, 1), entry["probs"].flatten(0, 1))
@@ -119,10 +120,10 @@ class BiDfTaskSampler:
             self.states[a].load_full_state_dict(state)
 
     def __call__(self, it: int) -> list[Task]:
-        tasks = [self.api_task(it) for _ in range(self.cfg["tasks_per_batch"])]
+        tasks = [self.api_task(it) for _ in range(self.cfg.tasks_per_batch)]
         if len(self.memory.keys()) >= self.ways:
-            tasks += [self.memory_task() for _ in range(self.cfg["memory_tasks"])]
-        elif self.cfg["memory_tasks"] and not self.warned:
+            tasks += [self.memory_task() for _ in range(self.cfg.memory_tasks)]
+        elif self.cfg.memory_tasks and not self.warned:
             warnings.warn(f"task memory holds {len(self.memory.keys())} (API, class) slots, fewer than "
                           f"{self.ways} ways: no memory tasks until it holds enough (the APIs answered too few "
                           "distinct classes on the recovered images)")
@@ -132,7 +133,7 @@ class BiDfTaskSampler:
     def _support_shots(self) -> int:
         """Support images per class of the next task: ``distill.support_shots``, or, when it is a list, one of
         its entries drawn uniformly per task (a model evaluated in 1-shot and 5-shot episodes meets both)."""
-        shots = self.cfg["support_shots"]
+        shots = self.cfg.support_shots
         if isinstance(shots, int):
             return shots
         return int(shots[int(torch.randint(len(shots), (1,), generator=self.gen))])
@@ -146,14 +147,14 @@ class BiDfTaskSampler:
         cfg = self.cfg
         a = int(torch.randint(len(self.apis), (1,), generator=self.gen))
         images, probs = self.bank[a]["images"], self.bank[a]["probs"]
-        ks, kq = self._support_shots(), cfg["query_shots"]
+        ks, kq = self._support_shots(), cfg.query_shots
         pos = self._pick(a, ks + kq)
         rows = torch.arange(self.ways).unsqueeze(1)
         # Task class j is API class perm[j]: target column j = API column perm[j].
-        perm = torch.randperm(self.ways, generator=self.gen) if cfg["permute_classes"] else torch.arange(self.ways)
+        perm = torch.randperm(self.ways, generator=self.gen) if cfg.permute_classes else torch.arange(self.ways)
         xs = images[rows, pos[:, :ks]].flatten(0, 1).to(self.device)
         ts = probs[rows, pos[:, :ks]].flatten(0, 1)[:, perm].to(self.device)
-        if it > cfg["boundary_after"] and cfg["boundary_steps"] > 0:
+        if it > cfg.boundary_after and cfg.boundary_steps > 0:
             qrows = (rows * images.shape[1] + pos[:, ks:]).flatten()
             return Task(xs, ts, lambda fast: self.boundary_query(a, qrows, fast, perm), "kd")
         xq = images[rows, pos[:, ks:]].flatten(0, 1).to(self.device)
@@ -170,7 +171,7 @@ class BiDfTaskSampler:
         if self.on_change is not None:
             self.on_change(a)
         fast = {k: v.detach() for k, v in fast.items()}
-        lam, temp = self.cfg["boundary_lambda"], self.cfg["temperature"]
+        lam, temp = self.cfg.boundary_lambda, self.cfg.temperature
         perm = perm.to(self.device)
         to_api = torch.argsort(perm)
 
@@ -180,7 +181,7 @@ class BiDfTaskSampler:
 
         state = self.states[a]
         qrows = qrows.to(self.device)
-        for _ in range(self.cfg["boundary_steps"]):
+        for _ in range(self.cfg.boundary_steps):
             inversion_step(state, self.apis[a], self.estimator, loss_fn, rows=qrows, prior=self.prior)
         x, p = render(state, self.apis[a], rows=qrows)
         self.remember(a, x.detach(), p)
@@ -202,11 +203,11 @@ class BiDfTaskSampler:
     def memory_task(self) -> Task:
         keys = self.memory.keys()
         chosen = torch.randperm(len(keys), generator=self.gen)[:self.ways].tolist()
-        ks, kq = self._support_shots(), self.cfg["query_shots"]
+        ks, kq = self._support_shots(), self.cfg.query_shots
         sets = [self.memory.sample(keys[i], ks + kq) for i in chosen]
         xs = torch.cat([s[:ks] for s in sets]).to(self.device)
         xq = torch.cat([s[ks:] for s in sets]).to(self.device)
-        if self.cfg["augment"]:
+        if self.cfg.augment:
             xs, xq = random_affine(xs, self.gen), random_affine(xq, self.gen)
         ys = torch.arange(self.ways, device=self.device).repeat_interleave(ks)
         yq = torch.arange(self.ways, device=self.device).repeat_interleave(kq)

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .functional import Params, adapt, forward, get_params
-from .losses import kd_loss
+from ..core.losses import kd_loss
 
 QueryFn = Callable[[Params], tuple[torch.Tensor, torch.Tensor]]
 

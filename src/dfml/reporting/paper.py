@@ -23,31 +23,37 @@ RELEASE = {"apis": 100, "q": 100, "generator_steps": 200, "meta_iterations": 600
            "adapt_lr": 0.01, "images_per_class": 600}
 
 
-def protocol_rows(params: dict, dataset: str) -> list[tuple[str, str, str]]:
-    """``(what, the paper / release, this run)`` for each protocol difference that bears on the comparison."""
-    ev, inv, dist = params["evaluate"], params["invert"], params["distill"]
-    per_class = params["data"]["images_per_class"]
+def protocol_rows(params, dataset: str) -> list[tuple[str, str, str]]:
+    """``(what, the paper / release, this run)`` for each protocol difference that bears on the comparison.
+
+    Args:
+        params: the run's :class:`dfml.params.Params`.
+    """
+    ev, inv, dist = params.evaluate, params.invert, params.distill
+    per_class = params.data.subset.images_per_class
     rows = [
         ("adaptation lr of models that were not meta-learned (random, baselines)",
          f"{RELEASE['adapt_lr']} for every model (the paper's Random sits at chance)",
-         f"best of {ev['lr_grid']} on {ev['val_episodes']} meta-val episodes per shot"),
+         f"best of {ev.lr_grid} on {ev.val_episodes} meta-val episodes per shot, {ev.adapt_steps} steps"),
         ("adaptation of meta-learned models", f"{RELEASE['adapt_steps']} steps at lr {RELEASE['adapt_lr']}",
-         f"{ev['adapt_steps']} steps at the model's own inner lr"),
+         f"as meta-trained: {dist.inner_steps} steps at lr {dist.inner_lr} (bidf_mkd)"),
         ("checkpoint", "best of about 120 evaluations on meta-test",
-         f"best of {dist['iterations'] // dist['val_every'] + 1} on {dist['val_episodes']} meta-val episodes, "
+         f"best of {dist.iterations // dist.val_every + 1} on {dist.val_episodes} meta-val episodes, "
          "evaluated once on meta-test"),
-        ("APIs", f"{RELEASE['apis']}", f"{params['apis']['count']} ({params['apis']['epochs']} epochs each)"),
+        ("APIs", f"{RELEASE['apis']}", f"{params.apis.count} ({params.apis.epochs} epochs each)"),
         ("inversion", f"{RELEASE['generator_steps']} generator steps, q = {RELEASE['q']}",
-         f"{inv['steps']} generator steps, q = {inv['q']}, generator width {inv['generator_width']}"),
-        ("meta-iterations", f"{RELEASE['meta_iterations']:,}", f"{dist['iterations']:,}"),
+         f"{inv.steps} generator steps, q = {inv.q}, generator width {inv.generator_width}"),
+        ("meta-iterations", f"{RELEASE['meta_iterations']:,}", f"{dist.iterations:,}"),
     ]
     if dataset == "miniimagenet":
-        rows.append(("images per class", f"{RELEASE['images_per_class']}",
-                     "500 (the copy of the data mirror)" if per_class is None else f"{per_class}"))
+        source = params.data.miniimagenet.source
+        ours = ("500 (the data mirror's copy)" if source is None else f"all of {source}") if per_class is None \
+            else f"{per_class} (data.subset.images_per_class)"
+        rows.append(("images per class", f"{RELEASE['images_per_class']}", ours))
     return rows
 
 
-def paper_section(dataset: str, results: dict, params: dict | None) -> str:
+def paper_section(dataset: str, results: dict, params=None) -> str:
     """Markdown: the quoted paper rows beside ours, and the protocol differences; '' for a dataset not in
     :data:`PAPER`."""
     if dataset not in PAPER:

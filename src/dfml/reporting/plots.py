@@ -12,14 +12,6 @@ import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..utils import atomic_write_bytes  # noqa: E402
-
-
-def write_csv(rows: list[dict], path: Path) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
-    atomic_write_bytes(Path(path), df.to_csv(index=False).encode())
-    return df
-
 
 def save_png(fig, path: Path) -> None:
     path = Path(path)
@@ -100,3 +92,27 @@ def image_grid_png(images: list, path: Path, per_class: int = 6, title: str = ""
     ax.axis("off")
     ax.set_title(title, fontsize=9)
     save_png(fig, path)
+
+
+def step_metrics(rows: list[dict], folder: Path, step: str = "iteration") -> None:
+    """A training curve through DVCLive (``Live(dir=folder, dvcyaml=False)``): one TSV per metric under
+    ``folder/plots/metrics`` (steps = the rows' `step` column) and the last values in ``folder/metrics.json``, as
+    ``dvc exp show`` and ``dvc plots`` read them. Written from the finished curve in one go, so a resumed run
+    writes the same files as an uninterrupted one.
+
+    Args:
+        rows: ``[{step: int, metric: number, ...}]`` (NaN values, such as the loss before the first step, are left out).
+    """
+    import math
+    import shutil
+
+    from dvclive import Live
+
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    with Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        for row in rows:
+            live.step = int(row[step])
+            for key, value in row.items():
+                if key != step and isinstance(value, (int, float)) and not math.isnan(value):
+                    live.log_metric(key, value)

@@ -1,12 +1,12 @@
 """The results report: a summary of the workspace's evaluation and the query / time trade-off across experiments.
 
-Summary (:func:`run_summary`): ``metrics/eval.json`` and ``plots/episodes.csv`` ->
+Summary (:func:`summary_markdown`, written by stage `report`): ``metrics/eval.json`` and ``plots/episodes.csv`` ->
 ``plots/summary.md`` (accuracy +- 95% CI, API images and seconds of every model per
 shot; the paired difference of :data:`REFERENCE` against every other model on the
 shared episodes) and ``plots/summary.png`` (the same accuracies as bars). In the mh
 scenario both have a row (group) per dataset, then the mean over datasets.
 
-Trade-off (:func:`run_tradeoff`): ``dvc exp show --json`` -> :func:`collect` (one row
+Trade-off (:func:`tradeoff`): ``dvc exp show --json`` -> :func:`collect` (one row
 per experiment x model x shot) -> ``plots/tradeoff.csv`` and :func:`plot_tradeoff`
 (accuracy against total API images and against wall seconds).
 """
@@ -24,15 +24,10 @@ from typing import Any, Iterator
 import pandas as pd
 from matplotlib import ticker
 
-from ..evaluation.episodic import ci95, ci95_of_mean
-from ..utils import atomic_write_bytes, read_json
-from ..variants import VARIANTS
-from .paper import paper_section
-from .plots import SHOT_KEY, eval_bars_png, plt, save_png, write_csv
-
-EVAL_JSON = "metrics/eval.json"
-DATA_JSON = "metrics/data.json"
-EPISODES_CSV = "plots/episodes.csv"
+from ..core.io import atomic_write_bytes, write_csv
+from ..core.stats import ci95, ci95_of_mean
+from ..inversion.variants import VARIANTS
+from .plots import SHOT_KEY, plt, save_png
 REFERENCE = "bidf_mkd"
 README_MARKERS = ("<!-- summary:start -->", "<!-- summary:end -->")
 
@@ -56,13 +51,6 @@ class ReportError(RuntimeError):
 
 
 # ---------------------------------------------------------------- reading metrics/eval.json
-
-def load_eval(path: Path) -> dict:
-    """Read ``metrics/eval.json``; a missing file says to run the pipeline first."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found: run dvc repro first")
-    return read_json(path)
-
 
 def shot_results(entry: dict) -> dict[int, dict]:
     """``{"1shot": {"acc", "ci95"}, "api_images": ..}`` -> ``{1: {"acc", "ci95"}}`` (the shot entries only)."""
@@ -164,14 +152,19 @@ def paired_table(diffs: pd.DataFrame, reference: str = REFERENCE) -> str:
                       "mean difference", "95% interval"], rows)
 
 
-def summary_markdown(results: dict, diffs: pd.DataFrame, reference: str = REFERENCE, paper: str = "") -> str:
-    """The whole ``plots/summary.md``: the results table, the paired differences, then `paper` (the quoted
-    paper rows of :func:`~dfml.reporting.paper.paper_section`, when the dataset has any)."""
+def summary_markdown(results: dict, diffs: pd.DataFrame, eval_name: str, episodes_name: str,
+                     reference: str = REFERENCE, paper: str = "") -> str:
+    """The whole summary (``plots/summary.md``): the results table, the paired differences, then `paper` (the
+    quoted paper rows of :func:`~dfml.reporting.paper.paper_section`, when the dataset has any).
+
+    Args:
+        eval_name, episodes_name: the files the tables come from, as the text names them.
+    """
     paired = paired_table(diffs, reference) if len(diffs) else f"No episodes of `{reference}` to compare."
-    return (f"# Results\n\nMeta-test accuracy (%) +- 95% CI (`{EVAL_JSON}`); API images sent by the model's "
+    return (f"# Results\n\nMeta-test accuracy (%) +- 95% CI (`{eval_name}`); API images sent by the model's "
             f"training; training wall seconds (inversion included).\n\n{summary_table(results)}\n\n"
             f"## Paired differences\n\nAccuracy of `{reference}` minus each model on the same episodes "
-            f"(`{EPISODES_CSV}`): mean and 95% interval, mean +- 1.96 * std / sqrt(episodes).\n\n{paired}\n"
+            f"(`{episodes_name}`): mean and 95% interval, mean +- 1.96 * std / sqrt(episodes).\n\n{paired}\n"
             + (f"\n{paper}" if paper else ""))
 
 
@@ -185,28 +178,6 @@ def update_readme(readme: Path, block: str) -> bool:
         return False
     atomic_write_bytes(readme, (text[:i + len(start)] + "\n" + block + "\n" + text[j:]).encode())
     return True
-
-
-def run_summary(root: Path = Path("."), readme: bool = False, params: dict | None = None) -> None:
-    """Write ``plots/summary.md`` and ``plots/summary.png`` under `root`; with `readme`, the README table too.
-
-    A dataset the paper reports (``metrics/data.json``) adds the quoted paper rows and, with `params`, the
-    protocol differences of this run.
-    """
-    root = Path(root)
-    results = load_eval(root / EVAL_JSON)
-    episodes_path = root / EPISODES_CSV
-    if not episodes_path.is_file():
-        raise FileNotFoundError(f"{episodes_path} not found: run dvc repro first")
-    diffs = paired_differences(pd.read_csv(episodes_path))
-    data = root / DATA_JSON
-    paper = paper_section(read_json(data)["dataset"], results, params) if data.is_file() else ""
-    atomic_write_bytes(root / "plots/summary.md", summary_markdown(results, diffs, paper=paper).encode())
-    eval_bars_png({m: {**{f"{k}shot": v for k, v in shot_results(e).items()},
-                       **({"datasets": e["datasets"]} if "datasets" in e else {})} for m, e in results.items()},
-                  root / "plots/summary.png")
-    if readme and not update_readme(root / "README.md", summary_table(results)):
-        print(f"README.md: no {' / '.join(README_MARKERS)} markers; left unchanged", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- trade-off: gathering
@@ -241,10 +212,11 @@ def _revisions(exp_show_json: list) -> Iterator[tuple[str, dict]]:
                 yield _label(rev), rev
 
 
-def _eval_and_params(rev: dict) -> tuple[dict, dict] | None:
-    """The rev's ``metrics/eval.json`` and ``params.yaml`` contents; None when it errored or has no eval."""
+def _eval_and_params(rev: dict, eval_name: str) -> tuple[dict, dict] | None:
+    """The rev's `eval_name` (``metrics/eval.json``) and ``params.yaml`` contents; None when it errored or has
+    no eval."""
     data = rev.get("data") or {}
-    evaluation = (data.get("metrics") or {}).get(EVAL_JSON) or {}
+    evaluation = (data.get("metrics") or {}).get(eval_name) or {}
     if rev.get("error") or "data" not in evaluation:
         return None
     return evaluation["data"], ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
@@ -267,12 +239,12 @@ def _rows(label: str, results: dict, params: dict) -> list[dict]:
             for shot, res in shot_results(entry).items()]
 
 
-def collect(exp_show_json: list) -> list[dict]:
+def collect(exp_show_json: list, eval_name: str) -> list[dict]:
     """Rows (:data:`TRADEOFF_COLUMNS`) of every revision in `dvc exp show --json` output that has
-    ``metrics/eval.json``; of revisions with identical params only the first listed is kept."""
+    `eval_name` (``metrics/eval.json``); of revisions with identical params only the first listed is kept."""
     rows, seen = [], set()
     for label, rev in _revisions(exp_show_json):
-        found = _eval_and_params(rev)
+        found = _eval_and_params(rev, eval_name)
         if found is None:
             continue
         key = json.dumps(found[1], sort_keys=True)
@@ -334,19 +306,12 @@ def plot_tradeoff(rows: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
-def tradeoff(exp_show_json: list, out_dir: Path) -> pd.DataFrame:
+def tradeoff(exp_show_json: list, out_dir: Path, eval_name: str) -> pd.DataFrame:
     """:func:`collect`, then ``tradeoff.csv`` and the two plots in `out_dir`; the rows as a frame."""
-    rows = collect(exp_show_json)
+    rows = collect(exp_show_json, eval_name)
     if not rows:
-        raise ReportError(f"no experiment has a {EVAL_JSON} with api_images: run dvc repro (or dvc exp run) "
+        raise ReportError(f"no experiment has a {eval_name} with api_images: run dvc repro (or dvc exp run) "
                           "with the current evaluate stage first")
     df = write_csv(rows, Path(out_dir) / "tradeoff.csv")
     plot_tradeoff(rows, out_dir)
     return df
-
-
-def run_tradeoff(root: Path = Path(".")) -> None:
-    """The trade-off report of the repository at `root`, into its ``plots/``."""
-    df = tradeoff(exp_show(root), Path(root) / "plots")
-    print(f"plots/tradeoff.csv: {len(df)} rows from {df['experiment'].nunique()} experiment(s)")
-

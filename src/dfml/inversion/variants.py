@@ -1,0 +1,42 @@
+"""The two BiDf-MKD runs of the pipeline, defined once: the method and its white-box reference.
+
+* ``blackbox`` (model ``bidf_mkd``): ``invert.gradient`` as params say (``zo`` by default), the method itself.
+* ``whitebox`` (model ``bidf_mkd_whitebox``): the same code with exact input gradients (``invert.gradient``
+  forced to ``exact``), the white-box reference of the paper (CIFAR-FS 37.66 / 51.16). Opt-in through
+  ``run.whitebox`` (stages ``whitebox_invert`` and ``whitebox_distill``). Its files carry the suffix
+  ``_whitebox`` (:mod:`dfml.pipeline.paths`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One BiDf-MKD run: its model name, the gradient it forces (None: params decide) and its file suffix."""
+
+    name: str
+    model: str
+    gradient: str | None
+    suffix: str
+    title: str
+
+    def params(self, params: P) -> P:
+        """`params` (a :class:`dfml.params.Params`) with ``invert.gradient`` as this variant needs it."""
+        if self.gradient is None:
+            return params
+        return params.model_copy(update={"invert": params.invert.model_copy(update={"gradient": self.gradient})})
+
+    def stage(self, stage: str) -> str:
+        """The dvc.yaml stage of this variant: ``invert`` or ``whitebox_invert``."""
+        return stage if self.gradient is None else f"{self.name}_{stage}"
+
+
+VARIANTS = {"blackbox": Variant("blackbox", "bidf_mkd", None, "", "BiDf-MKD (data-free, black-box)"),
+            "whitebox": Variant("whitebox", "bidf_mkd_whitebox", "exact", "_whitebox",
+                                "BiDf-MKD white-box reference (exact input gradients)")}
+BLACKBOX, WHITEBOX = VARIANTS["blackbox"], VARIANTS["whitebox"]

@@ -1,0 +1,158 @@
+"""Stage `invert`: recover a pseudo task (support and query images) from every API, through queries only.
+
+BiDf-MKD (Hu et al., ICML 2023) Sec. 3.2, one generator per API (:mod:`dfml.inversion.invert`).
+Resumable (:mod:`dfml.runtime.checkpoint`): each finished API, and the API in progress every
+``runtime.checkpoint_every.invert`` generator steps, are saved under ``checkpoints/invert``; killed, or
+stopped by the API image budget (exit 3), the stage continues from there when run again.
+Writes ``data/bank/<api>.pt`` (``images [N, n, C, H, W]``, ``probs [N, n, N]``, generator state)
+atomically as one folder, ``metrics/invert.json`` and ``plots/invert_samples.png``; the white-box
+variant (stage `whitebox_invert`) writes the same files with a ``_whitebox`` suffix.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import torch
+from tqdm import tqdm
+
+from ..api.backends import open_apis
+from ..api.inprocess import pool_digest
+from ..api.base import BudgetExhausted
+from ..api.budget import BudgetStop, budget_ledger, stop_message
+from ..core.io import read_json, write_json
+from ..core.runtime import peak_rss_mb, resolve_device
+from ..core.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from ..inversion.gradients import build_estimator
+from ..inversion.invert import InversionState, invert_api, more_steps, new_state
+from ..inversion.variants import BLACKBOX, Variant
+from ..params import Params, result_params
+from ..reporting.plots import image_grid_png
+from ..runtime.checkpoint import Checkpoint, file_digest, fingerprint
+from . import paths
+from .stage import main
+
+
+def invert(params: Params, variant: Variant = BLACKBOX) -> None:
+    """Invert every API of the pool into the variant's bank, resumably; see the module docstring."""
+    params = variant.params(params)
+    cfg, device, seed = params.invert, resolve_device(params.device), params.seed
+    seed_everything(seed)
+    meta = read_json(paths.DATA_METRICS)
+    fp = fingerprint(result_params(params, "seed", "query", "invert"), str(device), pool_digest(paths.POOL),
+                     file_digest(paths.DATA_METRICS))
+    ck = Checkpoint(paths.checkpoints("invert", variant), fp, variant.stage("invert"))
+    with ck.locked():
+        _invert(params, variant, cfg, device, seed, meta, ck)
+
+
+def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict, ck: Checkpoint) -> None:
+    saved = ck.load()
+    ledger = budget_ledger(params.runtime.budget_images, params.runtime.budget_images_per_api)
+    ledger.phase = "invert"
+    apis = open_apis(paths.POOL, params.query, params.runtime.backend, params.runtime.http, ledger, device,
+                     whitebox=cfg.gradient == "exact")
+    estimator = build_estimator(cfg, torch.Generator().manual_seed(derive_seed(seed, "invert-directions")))
+    done, seconds = 0, 0.0
+    if saved is not None:
+        done, seconds = saved["done"], saved["seconds"]
+        ledger.load_state_dict(saved["ledger"])
+        estimator.load_state_dict(saved["estimator"])
+        step = f", {apis[done].name} at step {len(saved['inversion']['history'])}" if saved["inversion"] else ""
+        print(f"[invert] resuming from {ck.folder}: {done} of {len(apis)} APIs done{step}; "
+              f"{ledger.total:,} API images spent so far", flush=True)
+    start = time.perf_counter()
+    whole: dict = {}  # the state at the last point where it was whole (before a step or the final answers)
+
+    def save(n_done: int, state: InversionState | None) -> None:
+        steps = len(state.history) if state is not None else 0
+        ck.save({"done": n_done, "inversion": None if state is None else state.full_state_dict(),
+                 "estimator": estimator.state_dict(), "ledger": ledger.state_dict(), "rng": rng_state(),
+                 "seconds": seconds + time.perf_counter() - start},
+                {"apis_done": n_done, "apis": len(apis), "steps_done_of_next": steps, "api_images": ledger.total})
+        whole["saved_step"] = (n_done, steps)
+
+    def on_step(i: int, state: InversionState) -> None:
+        whole.update(estimator=estimator.state_dict(), rng=rng_state(),
+                     buffers={k: v.clone() for k, v in state.generator.named_buffers()})
+        k, every = len(state.history), params.runtime.checkpoint_every.invert
+        if every and k % every == 0 and k > 0 and more_steps(state.history, cfg) and whole.get("saved_step") != (i, k):
+            save(i, state)
+
+    for i in tqdm(range(done, len(apis)), desc="invert APIs", unit="api", initial=done, total=len(apis)):
+        api, api_seed = apis[i], derive_seed(seed, "invert", i)
+        state = new_state(api.num_classes, cfg.images_per_class, meta["channels"], meta["image_size"], cfg,
+                          api_seed, device)
+        if saved is not None and saved["inversion"] is not None and i == done:
+            state.load_full_state_dict(saved["inversion"])
+            set_rng_state(saved["rng"])
+            whole["saved_step"] = (i, len(state.history))
+        try:
+            images, probs, state = invert_api(api, cfg.images_per_class, meta["channels"], meta["image_size"],
+                                              cfg, estimator, api_seed, device, state=state,
+                                              on_step=lambda st, i=i: on_step(i, st))
+        except BudgetExhausted as exc:
+            # back to where the state was whole: the refused query sent nothing and changed no weight, but its
+            # directions were drawn and the generator's forward pass moved its BN running statistics
+            estimator.load_state_dict(whole["estimator"])
+            set_rng_state(whole["rng"])
+            for name, buf in state.generator.named_buffers():
+                buf.copy_(whole["buffers"][name])
+            save(i, state)
+            write_json(paths.invert_metrics(variant), {
+                "complete": False, "stopped": "API image budget exhausted", "apis_done": i, "apis": len(apis),
+                "gradient": cfg.gradient, **_spend(ledger, seconds + time.perf_counter() - start, device)})
+            kept = (f"{i} of {len(apis)} APIs inverted, {api.name} at step {len(state.history)} (of {_planned(cfg)}), "
+                    f"in {ck.folder}; what was spent: {paths.invert_metrics(variant)}")
+            raise BudgetStop(stop_message(exc, ledger, kept)) from exc
+        ck.save_part(api.name, {"api": api.name, "images": images, "probs": probs, "state": state.state_dict(),
+                                "history": state.history})
+        save(i + 1, None)
+    _finish(apis, ck, ck.fp, cfg, ledger, seconds + time.perf_counter() - start, device, variant)
+
+
+def _planned(cfg) -> str:
+    """How many generator steps an API takes, in words."""
+    if not cfg.extra_steps:
+        return str(cfg.steps)
+    return f"{cfg.steps}, up to {cfg.steps + cfg.extra_steps} while its agreement is below {cfg.target_agreement}"
+
+
+def _spend(ledger, seconds: float, device) -> dict:
+    return {"api_images": ledger.total, "api_images_per_api": dict(sorted(ledger.per_api.items())),
+            "ledger": ledger.summary(), "budget": ledger.budget_report(), "seconds": round(seconds, 2),
+            "peak_rss_mb": peak_rss_mb(),
+            "device": str(device)}
+
+
+def _finish(apis, ck: Checkpoint, fp: str, cfg, ledger, seconds: float, device, variant: Variant) -> None:
+    """Every API is done: the bank (atomically, as one folder), the plot, the metrics; then the checkpoint goes."""
+    entries = [torch.load(ck.part(a.name), map_location="cpu", weights_only=True) for a in apis]
+    agree = [(e["probs"].argmax(-1) == torch.arange(a.num_classes).unsqueeze(1)).float().mean().item()
+             for a, e in zip(apis, entries)]
+    bank = paths.bank(variant)
+    tmp = bank.with_name(f".{bank.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for a in apis:
+        shutil.copyfile(ck.part(a.name), tmp / f"{a.name}.pt")
+    write_json(tmp / "index.json", {"apis": [a.name for a in apis], "gradient": cfg.gradient, "fingerprint": fp})
+    shutil.rmtree(bank, ignore_errors=True)
+    tmp.rename(bank)
+    samples = [e["images"] for e in entries[:6]]
+    image_grid_png(samples, paths.invert_samples(variant),
+                   title=f"recovered images: one row per API ({len(samples)} of {len(apis)}), classes left to right")
+    agreement = 100 * sum(agree) / len(agree)
+    steps = {a.name: len(e["history"]) for a, e in zip(apis, entries)}
+    write_json(paths.invert_metrics(variant), {"complete": True, "gradient": cfg.gradient, **_spend(ledger, seconds, device),
+                         "api_agreement_pct": round(agreement, 2),
+                         "api_agreement_pct_per_api": {a.name: round(100 * g, 1) for a, g in zip(apis, agree)},
+                         "generator_steps": sum(steps.values()), "generator_steps_per_api": steps})
+    ck.finish()
+    print(f"inverted {len(apis)} APIs with {ledger.total:,} API images; "
+          f"the APIs give the target class to {agreement:.1f}% of recovered images")
+
+
+if __name__ == "__main__":
+    main("invert", invert, __doc__.splitlines()[0])

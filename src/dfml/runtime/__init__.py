@@ -1,0 +1,1 @@
+"""How a run is carried out, never what it computes: checkpoints, locks and the `runtime` params section."""
