@@ -2,12 +2,11 @@ import torch
 
 from dfml.api.base import QueryLedger
 from dfml.inversion.gradients import ZeroOrderGradient
-from dfml.inversion.invert import invert_api
 from dfml.meta.bidf import BiDfTaskSampler, TaskMemory
 from dfml.meta.params import DistillParams
 from dfml.meta.trainer import MetaTrainer
 from dfml.models import build_meta_model
-from test_inversion import CFG, RAW, SealedAPI
+from test_inversion import CFG, RAW, SealedAPI, invert
 
 DCFG = DistillParams.model_validate({
     **RAW["distill"], "tasks_per_batch": 2, "memory_tasks": 1, "support_shots": 2, "query_shots": 2,
@@ -21,7 +20,7 @@ def _setup(q=3):
     est = ZeroOrderGradient(q, 0.005, torch.Generator().manual_seed(0))
     bank, states = [], []
     for i, api in enumerate(apis):
-        x, p, st = invert_api(api, 4, 1, 16, CFG, est, seed=i, device=torch.device("cpu"))
+        x, p, st = invert(api, 4, 1, 16, CFG, est, seed=i)
         bank.append({"images": x, "probs": p})
         states.append(st)
     model = build_meta_model("conv4", 1, 3, 16, seed=0)

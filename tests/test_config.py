@@ -28,9 +28,9 @@ def _error(params) -> str:
 
 def test_default_params_are_valid_and_typed(params):
     p = validate(copy.deepcopy(params))
-    assert isinstance(p, Params) and p.apis.count >= 1 and p.invert.q == 2 and p.distill.support_shots == [1, 5]
+    assert isinstance(p, Params) and p.apis.count >= 1 and p.invert.bidf.q == 2 and p.distill.support_shots == [1, 5]
     with pytest.raises(Exception):  # sections are frozen
-        p.invert.q = 3
+        p.invert.bidf.q = 3
 
 
 def test_bad_value_names_key_and_expectation(params):
@@ -39,8 +39,8 @@ def test_bad_value_names_key_and_expectation(params):
 
 
 def test_unknown_key_suggests_spelling(params):
-    params["invert"]["qq"] = 5
-    assert re.search(r"invert\.qq: unknown key \(did you mean 'invert\.q'\?\)", _error(params))
+    params["invert"]["bidf"]["qq"] = 5
+    assert re.search(r"invert\.bidf\.qq: unknown key \(did you mean 'invert\.bidf\.q'\?\)", _error(params))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["runtim"] = {}
     assert "runtim: unknown key (did you mean 'runtime'?)" in _error(params)
@@ -111,7 +111,7 @@ def test_cuda_without_a_gpu_is_a_param_error_not_a_traceback(monkeypatch):
     assert resolve_device("auto").type == "cpu"
 
 
-@pytest.mark.parametrize("section,key,value", [("invert", "mu", math.nan), ("distill", "temperature", math.inf),
+@pytest.mark.parametrize("section,key,value", [("invert.bidf", "mu", math.nan), ("distill", "temperature", math.inf),
                                                ("distill", "outer_lr", math.nan),
                                                ("runtime", "http", None), ("apis", "lr", -math.inf)])
 def test_nan_and_inf_are_refused(params, section, key, value):
@@ -120,7 +120,10 @@ def test_nan_and_inf_are_refused(params, section, key, value):
         params["runtime"]["http"]["timeout"] = math.nan
         dotted = "runtime.http.timeout"
     else:
-        params[section][key] = value
+        node = params
+        for part in section.split("."):
+            node = node[part]
+        node[key] = value
         dotted = f"{section}.{key}"
     assert re.search(rf"{re.escape(dotted)}: must be a finite number", _error(params))
 
@@ -190,7 +193,7 @@ def test_load_params_rejects_broken_yaml(tmp_path):
 
 def test_parameter_table_lists_every_key_with_its_default(params):
     table = parameter_table(ROOT / "params.yaml")
-    for key, value in (("invert.q", "2"), ("data.subset.images_per_class", "null"), ("runtime.http.url", None)):
+    for key, value in (("invert.bidf.q", "2"), ("data.subset.images_per_class", "null"), ("runtime.http.url", None)):
         assert f"| `{key}` |" in table
         if value is not None:
             assert f"| `{key}` | `{value}` |" in table
@@ -226,3 +229,12 @@ def test_torch_save_atomic_is_byte_stable(tmp_path):
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     assert torch.equal(torch.load(tmp_path / "a.pt")["w"], obj["w"])
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_params_file_of_the_old_shape_is_told_where_each_key_moved(params):
+    params["invert"]["q"] = 2
+    params["apis"]["answer"] = "probs"
+    params["evaluate"]["models"] = ["random"]
+    text = _error(params)
+    assert "invert.q: moved to invert.bidf.q" in text and "apis.answer: moved to query.answer" in text
+    assert "evaluate.models: moved to run.evaluate" in text

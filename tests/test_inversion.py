@@ -9,19 +9,28 @@ from torch.nn import functional as F
 
 from dfml.api.base import BlackBoxAPI, QueryLedger
 from dfml.inversion.gradients import ExactGradient, ZeroOrderGradient
-from dfml.inversion.invert import ce_group_loss, invert_api, more_steps
+from dfml.inversion.invert import ImagePrior, ce_group_loss, invert_api, more_steps
 from dfml.inversion.params import InvertParams
 
 RAW = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 
 
 def invert_params(**update) -> InvertParams:
-    """The `invert` section of params.yaml with `update` applied (validated)."""
-    return InvertParams.model_validate({**RAW["invert"], **update})
+    """The `invert` section of params.yaml with `update` merged in, sub-section by sub-section (validated)."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in RAW["invert"].items()}
+    for key, value in update.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    return InvertParams.model_validate(raw)
 
 
-CFG = invert_params(latent_dim=8, generator_width=8, lr_generator=1e-3, lr_latent=1e-2, steps=3, extra_steps=0,
-                    tv_weight=0.0, l2_weight=0.0, l1_weight=0.0)
+INV = invert_params(generator={"latent_dim": 8, "width": 8, "lr": 1e-3, "lr_latent": 1e-2},
+                    prior={"tv": 0.0, "l2": 0.0, "l1": 0.0}, bidf={"steps": 3, "extra_steps": 0})
+CFG, GEN, NO_PRIOR = INV.bidf, INV.generator, ImagePrior()
+
+
+def invert(api, per_class, channels, size, cfg, est, seed=0, generator=GEN):
+    """:func:`invert_api` with the tiny generator and no prior."""
+    return invert_api(api, per_class, channels, size, cfg, generator, NO_PRIOR, est, seed, torch.device("cpu"))
 
 
 class SealedAPI(BlackBoxAPI):
@@ -120,7 +129,7 @@ def test_inversion_counts_every_image_whatever_the_chunking(q, chunk):
     api = SealedAPI(ledger, chunk=chunk)
     per_class, steps = 4, CFG.steps
     est = ZeroOrderGradient(q, 0.005, torch.Generator().manual_seed(0))
-    images, probs, state = invert_api(api, per_class, 1, 8, CFG, est, seed=0, device=torch.device("cpu"))
+    images, probs, state = invert(api, per_class, 1, 8, CFG, est)
     batch = api.num_classes * per_class
     # (q+1) images per image per step, plus one final query of the recovered images
     assert ledger.total == (q + 1) * batch * steps + batch
@@ -129,7 +138,7 @@ def test_inversion_counts_every_image_whatever_the_chunking(q, chunk):
 
 
 def test_more_steps_extends_only_apis_below_the_target_agreement():
-    cfg = invert_params(steps=2, extra_steps=2, target_agreement=0.7)
+    cfg = invert_params(bidf={"steps": 2, "extra_steps": 2, "target_agreement": 0.7}).bidf
     low, high = {"acc": 0.2}, {"acc": 0.7}
     assert more_steps([], cfg) and more_steps([high], cfg)  # below `steps`: always
     assert not more_steps([low, high], cfg)  # reached the target at `steps`
@@ -146,7 +155,7 @@ def test_extra_inversion_steps_are_counted_like_the_others(target, steps_taken):
     # target 1.0: never reached by a random generator here
     cfg = CFG.model_copy(update={"extra_steps": 2, "target_agreement": target})
     est = ZeroOrderGradient(2, 0.005, torch.Generator().manual_seed(0))
-    _, _, state = invert_api(api, 4, 1, 8, cfg, est, seed=0, device=torch.device("cpu"))
+    _, _, state = invert(api, 4, 1, 8, cfg, est)
     assert len(state.history) == steps_taken
     assert ledger.total == 3 * 12 * steps_taken + 12
 
@@ -154,9 +163,10 @@ def test_extra_inversion_steps_are_counted_like_the_others(target, steps_taken):
 def test_inversion_raises_api_agreement_through_queries_only():
     ledger = QueryLedger()
     api = SealedAPI(ledger)
-    cfg = CFG.model_copy(update={"steps": 60, "lr_generator": 1e-2, "lr_latent": 5e-2})
+    cfg = CFG.model_copy(update={"steps": 60})
+    gen = GEN.model_copy(update={"lr": 1e-2, "lr_latent": 5e-2})
     est = ZeroOrderGradient(8, 0.005, torch.Generator().manual_seed(0))
-    _, _, state = invert_api(api, 8, 1, 8, cfg, est, seed=0, device=torch.device("cpu"))
+    _, _, state = invert(api, 8, 1, 8, cfg, est, generator=gen)
     first = sum(h["loss"] for h in state.history[:5]) / 5
     last = sum(h["loss"] for h in state.history[-5:]) / 5
     assert last < 0.7 * first

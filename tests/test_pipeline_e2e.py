@@ -17,7 +17,12 @@ from conftest import ROOT  # noqa: E402
 TINY = {
     "data": {"subset": {"classes_per_split": 12, "images_per_class": 10}},
     "apis": {"count": 3, "epochs": 3},
-    "invert": {"q": 2, "steps": 3, "extra_steps": 0, "images_per_class": 4, "generator_width": 8, "latent_dim": 16},
+    "invert": {"images_per_class": 4, "generator": {"width": 8, "latent_dim": 16},
+               "bidf": {"q": 2, "steps": 3, "extra_steps": 0},
+               "surrogate": {"rounds": 2, "images_per_round": 16, "clone_width": 8, "clone_steps": 5, "clone_batch": 8,
+                             "generator_steps": 2},
+               "dfme": {"iterations": 2, "batch": 8, "student_steps": 2, "student_width": 8, "draw_batches": 2},
+               "cake": {"steps": 2}},
     "distill": {"iterations": 4, "tasks_per_batch": 2, "memory_tasks": 1, "inner_steps": 1, "support_shots": 2,
                 "query_shots": 2, "boundary_after": 2, "boundary_steps": 1, "val_every": 2, "val_episodes": 4,
                 "val_query": 3},
@@ -52,9 +57,10 @@ def _stages_run(out: str) -> set[str]:
 
 
 def _assert_ran(out: str, expected: set[str]) -> None:
-    """Exactly `expected` ran, plus `report` (which reruns whenever metrics/eval.json changes)."""
+    """Exactly `expected` ran, plus `report` (which reruns whenever metrics/eval.json changes) and `check_params`
+    (whenever the `run` lists change)."""
     ran = _stages_run(out)
-    assert expected <= ran <= expected | {"report"}, f"ran {sorted(ran)}, expected {sorted(expected)}"
+    assert expected <= ran <= expected | {"report", "check_params"}, f"ran {sorted(ran)}, expected {sorted(expected)}"
 
 
 def _changed_by(repo: Path, env: dict, override: dict) -> set[str]:
@@ -160,9 +166,11 @@ def test_dvc_repro_tiny_chain(tmp_path):
     # an evaluation setting invalidates every model's evaluation (and the report, which states the protocol)
     assert _changed_by(repo, env, {"evaluate": {"adapt_steps": 3}}) == {f"evaluate_model@{m}" for m in MODELS[:3]} \
         | {"report"}
-    assert _changed_by(repo, env, {"run": {"evaluate": MODELS[:2]}}) == {"evaluate"}  # the list: the merge only
+    assert _changed_by(repo, env, {"run": {"evaluate": MODELS[:2]}}) == {"evaluate", "check_params"}  # the merge
     # a distill param invalidates distill alone (then, through its checkpoint, bidf_mkd's evaluation), never invert
     assert _changed_by(repo, env, {"distill": {"inner_lr": 0.05}}) == {"distill", "report"}
+    # another recovery method's params rerun nothing (dvc.yaml reads invert.${invert.method} only)
+    assert _changed_by(repo, env, {"invert": {"surrogate": {"rounds": 3}, "cake": {"q": 5}}}) == set()
     # runtime settings never change results: nothing reruns
     assert _changed_by(repo, env, {"runtime": {"budget_images": 10**9, "checkpoint_every": {"invert": 3, "distill": 7},
                                                "http": {"timeout": 5}}}) == set()
@@ -216,13 +224,13 @@ def stage_env(**extra: str) -> dict:
 
 def test_bad_param_stops_a_stage_before_work(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["invert"]["q"] = 0
+    params["invert"]["bidf"]["q"] = 0
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
     out = subprocess.run(stage_cmd("invert", "--params", str(bad)), cwd=tmp_path, env=stage_env(),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "invert.q: must be an integer >= 1, got 0" in out.stderr
+    assert "invert.bidf.q: must be an integer >= 1, got 0" in out.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
 
 
@@ -250,7 +258,7 @@ def test_dvc_repro_tiny_miniimagenet_subset(tmp_path):
         pytest.fail("the MiniImageNet archive is not in the data mirror: set DFML_DATA_MIRROR")
     params = tiny_params({"data": {"dataset": "miniimagenet", "subset": {"classes_per_split": 6,
                                                                         "images_per_class": 20}},
-                          "apis": {"count": 2, "epochs": 2}, "invert": {"steps": 2, "l1_weight": 0.0}})
+                          "apis": {"count": 2, "epochs": 2}, "invert": {"bidf": {"steps": 2}, "prior": {"l1": 0.0}}})
     repo, env = make_tiny_repo(tmp_path, params, OMP_NUM_THREADS="1")
     _run(DVC + ["repro"], repo, env)
     data = json.loads((repo / "metrics" / "data.json").read_text())

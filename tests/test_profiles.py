@@ -28,7 +28,7 @@ def test_every_shipped_profile_is_valid_and_described(monkeypatch):
 
 
 def test_overrides_round_trip_through_yaml():
-    overlay = {"data": {"dataset": "miniimagenet", "image_size": None}, "invert": {"mu": 0.005, "q": 2},
+    overlay = {"data": {"dataset": "miniimagenet", "image_size": None}, "invert": {"bidf": {"mu": 0.005, "q": 2}},
                "run": {"evaluate": ["random", "bidf_mkd"], "baselines": []}, "distill": {"support_shots": [1, 5]}}
     args = overrides(overlay)
     assert "run.evaluate=[random, bidf_mkd]" in args and "data.image_size=null" in args and "run.baselines=[]" in args
@@ -47,11 +47,11 @@ def test_a_misspelt_profile_key_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "profiles").mkdir()
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    (tmp_path / "profiles" / "bad.yaml").write_text("# a typo\ninvert:\n  qq: 3\n")
-    with pytest.raises(ProfileError, match=r"invert\.qq: not a key of params\.yaml"):
+    (tmp_path / "profiles" / "bad.yaml").write_text("# a typo\ninvert:\n  bidf:\n    qq: 3\n")
+    with pytest.raises(ProfileError, match=r"invert\.bidf\.qq: not a key of params\.yaml"):
         profiles.run_profile("bad", dry_run=True)
-    (tmp_path / "profiles" / "bad.yaml").write_text("# out of range\ninvert:\n  q: 0\n")
-    with pytest.raises(ProfileError, match=r"invert\.q: must be an integer >= 1, got 0"):
+    (tmp_path / "profiles" / "bad.yaml").write_text("# out of range\ninvert:\n  bidf:\n    q: 0\n")
+    with pytest.raises(ProfileError, match=r"invert\.bidf\.q: must be an integer >= 1, got 0"):
         profiles.run_profile("bad", dry_run=True)
     with pytest.raises(ProfileError, match="no profile 'absent'.*known profiles: bad"):
         profiles.run_profile("absent", dry_run=True)
@@ -103,3 +103,49 @@ def test_collect_copies_a_fake_experiment_into_results(tmp_path, monkeypatch):
     assert (repo / out / "metrics" / "eval.json").is_file()
     with pytest.raises(ProfileError, match="no DVC experiment named 'other'"):
         collect("other")
+
+
+def test_grids_expand_and_collect_a_fake_experiment(tmp_path, monkeypatch):
+    """A grid's runs (product, extra, profile and base) and its summary.csv from fake finished experiments."""
+    from dfml import grids
+
+    monkeypatch.chdir(ROOT)
+    runs = grids.load_grid("recovery-methods")
+    assert len(runs) == 4 * 4 + 3 and runs[0] == {"invert.method": "bidf", "query.answer": "probs"}
+    lr = grids.load_grid("miniimagenet-inner-lr")
+    assert all(r["data.dataset"] == "miniimagenet" and r["run.evaluate"] == ["random"] for r in lr)
+    assert [r["distill.inner_lr"] for r in lr] == [0.1, 0.03]
+    cmds = grids.run_grid("recovery-methods", only=[5], dry_run=True)
+    assert cmds[0][cmds[0].index("--name") + 1] == "recovery-methods-5"
+    assert "invert.method=surrogate" in cmds[0] and "query.answer=topk" in cmds[0]
+
+    repo = tmp_path / "repo"
+    (repo / "profiles" / "grids").mkdir(parents=True)
+    (repo / "profiles" / "grids" / "g.yaml").write_text("# a grid\nproduct:\n  query.answer: [probs, label]\n")
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "params.yaml").write_text("seed: 0\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    for i, answer in enumerate(["probs", "label"]):
+        ev = {"bidf_mkd": {"1shot": {"acc": 70.0 + i, "ci95": 1.0}, "5shot": {"acc": 90.0, "ci95": 0.5},
+                           "api_images": 1000 * (i + 1), "seconds": 10.0},
+              "random": {"1shot": {"acc": 60.0, "ci95": 1.0}, "5shot": {"acc": 75.0, "ci95": 0.8}}}
+        (repo / "metrics").mkdir(exist_ok=True)
+        (repo / "metrics" / "eval.json").write_text(json.dumps(ev))
+        (repo / "params.yaml").write_text(yaml.safe_dump({"invert": {"method": "surrogate"}, "query": {"answer": answer}}))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", f"exp {i}")
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        _git(repo, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/g-{i}", rev)
+    _git(repo, "reset", "-q", "--hard", head)
+    monkeypatch.chdir(repo)
+    out = grids.collect_grid("g")
+    import csv
+
+    rows = list(csv.DictReader((repo / out / "summary.csv").open()))
+    assert [r["answer"] for r in rows] == ["probs", "label"]
+    assert list(rows[0])[:9] == grids.COLUMNS
+    assert rows[1]["acc_1shot"] == "71.0" and rows[1]["api_images"] == "2000" and rows[1]["random_5shot"] == "75.0"
+    assert (repo / out / "tradeoff_queries.png").stat().st_size > 0
+    assert (repo / out / "runs" / "g-1" / "metrics" / "eval.json").is_file()

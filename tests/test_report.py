@@ -94,7 +94,8 @@ def _rev(rev, name, params, results=None, error=None, executor=None):
 
 
 def _params(q, steps):
-    return {"seed": 0, "invert": {"q": q, "steps": steps, "images_per_class": 20}, "distill": {"iterations": 300}}
+    return {"seed": 0, "invert": {"method": "bidf", "bidf": {"q": q, "steps": steps}, "images_per_class": 20},
+            "query": {"answer": "probs"}, "distill": {"iterations": 300}}
 
 
 def _results(bidf_acc, api, seconds):
@@ -134,7 +135,8 @@ def test_collect_rows_dedup_and_skips():
     rows = collect(EXP_SHOW, EVAL_JSON)
     assert [(r["experiment"], r["model"], r["shot"]) for r in rows] == [
         (e, m, k) for e in ("workspace", "fast", "ccccccc") for m in ("random", "bidf_mkd") for k in (1, 5)]
-    assert rows[2] == {"experiment": "workspace", "model": "bidf_mkd", "shot": 1, "q": 5, "steps": 40,
+    assert rows[2] == {"experiment": "workspace", "model": "bidf_mkd", "shot": 1, "method": "bidf", "answer": "probs",
+                       "q": 5, "steps": 40,
                        "images_per_class": 20, "iterations": 300, "api_images": 24000, "seconds": 200.0,
                        "acc": 72.0, "ci95": 0.9}
     assert math.isnan(rows[7]["seconds"]) and rows[7]["api_images"] == 6000 and rows[7]["acc"] == 75.0
@@ -143,7 +145,7 @@ def test_collect_rows_dedup_and_skips():
 def test_tradeoff_writes_csv_and_plots(tmp_path):
     tradeoff(EXP_SHOW, tmp_path, EVAL_JSON)
     df = pd.read_csv(tmp_path / "tradeoff.csv")
-    assert list(df.columns) == ["experiment", "model", "shot", "q", "steps", "images_per_class", "iterations",
+    assert list(df.columns) == ["experiment", "model", "shot", "method", "answer", "q", "steps", "images_per_class", "iterations",
                                 "api_images", "seconds", "acc", "ci95"]
     bidf = df[df["model"] == "bidf_mkd"].set_index(["experiment", "shot"])
     assert bidf.loc[("ccccccc", 5), ["q", "steps", "api_images", "seconds", "acc", "ci95"]].tolist() == [

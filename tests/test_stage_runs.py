@@ -38,7 +38,7 @@ from test_pipeline_e2e import DVC, _run, make_tiny_repo, stage_cmd, tiny_env, ti
 # Long enough to stop in the middle: 6 generator steps per API (4, then 2 extra ones: the tiny APIs stay below an
 # agreement of 1.0), 16 meta-iterations, boundary queries from 5 on.
 # memory_tasks 0: with the tiny pool the task memory can hold fewer (API, class) slots than ways.
-RESUMABLE = {"invert": {"steps": 4, "extra_steps": 2, "target_agreement": 1.0},
+RESUMABLE = {"invert": {"bidf": {"steps": 4, "extra_steps": 2, "target_agreement": 1.0}},
              "distill": {"iterations": 16, "boundary_after": 4, "val_every": 4, "memory_tasks": 0},
              "runtime": {"checkpoint_every": {"invert": 2, "distill": 2}}}
 STEP = (2 + 1) * 5 * 4        # images per generator step: (q + 1) * 5 classes * 4 images
@@ -158,7 +158,8 @@ def test_fingerprint_ignores_the_runtime_section():
                                                     update={"invert": 7, "distill": 0})})
     other = params.model_copy(update={"runtime": runtime})
     assert fingerprint(result_params(other, "seed", "apis", "query", "invert", "distill", "runtime")) == base
-    other = params.model_copy(update={"invert": params.invert.model_copy(update={"q": 3})})
+    other = params.model_copy(update={"invert": params.invert.model_copy(
+        update={"bidf": params.invert.bidf.model_copy(update={"q": 3})})})
     assert fingerprint(result_params(other, "seed", "apis", "query", "invert", "distill")) != base
 
 
@@ -445,7 +446,7 @@ def test_stale_checkpoints_are_ignored(tmp_path, inputs, reference, monkeypatch,
 
 @pytest.mark.parametrize("mode", ["topk", "label", "rounded"])
 def test_each_answer_mode_runs_through_invert_and_distill(tmp_path, inputs, monkeypatch, mode):
-    work = _workspace(tmp_path / "w", inputs, {"query": {"answer": mode}, "invert": {"steps": 2, "extra_steps": 0},
+    work = _workspace(tmp_path / "w", inputs, {"query": {"answer": mode}, "invert": {"bidf": {"steps": 2, "extra_steps": 0}},
                                                "distill": {"iterations": 6, "val_every": 3}})
     _in_process(("invert", "distill"), work, monkeypatch)
     probs = torch.load(work / "data" / "bank" / "api_000.pt", weights_only=True)["probs"].flatten(0, 1)  # [20, 5]
@@ -490,7 +491,9 @@ def test_tiny_chain_over_http_equals_inprocess(tmp_path):
 # ---------------------------------------------------------------- dvc.yaml's params cover what each stage reads
 
 # section model -> where it sits in params.yaml (StudentParams serves two baselines: either name is read)
-SECTION_PATHS = {"Params": "", "DataParams": "data", "Subset": "data.subset", "FolderData": "data.folder",
+SECTION_PATHS = {"Params": "", "GeneratorParams": "invert.generator", "PriorParams": "invert.prior",
+                 "BidfParams": "invert.bidf", "SurrogateParams": "invert.surrogate", "DFMEParams": "invert.dfme",
+                 "CAKEParams": "invert.cake", "DataParams": "data", "Subset": "data.subset", "FolderData": "data.folder",
                  "MiniImageNetData": "data.miniimagenet", "PoolParams": "apis", "QueryParams": "query",
                  "RuntimeParams": "runtime", "HTTPParams": "runtime.http", "CheckpointEvery": "runtime.checkpoint_every",
                  "InvertParams": "invert", "DistillParams": "distill", "MamlParams": "maml_real",
@@ -547,9 +550,64 @@ def test_dvc_yaml_params_cover_every_key_each_stage_reads(tmp_path, inputs, monk
             reads = _record_reads(mp)
             getattr(importlib.import_module(f"dfml.pipeline.{stage}"), stage)(*args, params)
         body = stages[stage].get("do", stages[stage])
-        listed = [str(p).replace("${item}", args[0]) if args else str(p) for p in body["params"]]
+        listed = [str(p).replace("${item}", args[0] if args else "").replace("${invert.method}", params.invert.method)
+                  for p in body["params"]]
         missing = sorted(k for k in reads if not k.startswith("runtime") and not _covered(k, listed))
         assert not missing, f"dvc.yaml stage {stage}: reads {missing}, which its params do not list"
         assert not any(entry.startswith("runtime") for entry in listed), f"{stage} lists runtime params"
         unread = [entry for entry in listed if not any(_covered(k, [entry]) for k in reads)]
         assert not unread, f"dvc.yaml stage {stage}: lists {unread}, which it never reads"
+
+
+# ---------------------------------------------------------------- every recovery method through the stages
+
+@pytest.mark.parametrize("method", ["surrogate", "dfme", "cake"])
+def test_each_recovery_method_runs_through_invert_and_distill(tmp_path, inputs, monkeypatch, method):
+    """Each method in the real stages on the tiny config: the same bank format, so distill runs unchanged;
+    surrogate's boundary queries go to its clones (no API image in distill)."""
+    over = {"invert": {"method": method}, "distill": {"iterations": 6, "val_every": 3}}
+    work = _workspace(tmp_path / "w", inputs, over)
+    _in_process(("invert", "distill"), work, monkeypatch)
+    entry = torch.load(work / "data" / "bank" / "api_000.pt", weights_only=True)
+    assert entry["images"].shape == (5, 4, 1, 28, 28) and entry["probs"].shape == (5, 4, 5)
+    assert set(entry["state"]) == {"generator", "z", "labels"}
+    invert = json.loads((work / "metrics" / "invert.json").read_text())
+    distill = json.loads((work / "metrics" / "distill.json").read_text())
+    assert invert["complete"] and invert["method"] == method
+    assert invert["api_images"] == sum(invert["api_images_per_api"].values()) == invert["ledger"]["total"]
+    assert distill["complete"] and distill["api_images_invert"] == invert["api_images"]
+    if method == "surrogate":
+        from dfml.params import load_params as load
+
+        c = load(work / "params.yaml").invert.surrogate
+        assert invert["api_images"] == 3 * (c.rounds * c.images_per_round + 20)
+        assert distill["api_images_distill"] == 0 and distill["boundary_queries_to"] == "clone"
+        assert "clone" in entry
+    else:
+        assert distill["api_images_distill"] == 2 * 2 * BOUNDARY and distill["boundary_queries_to"] == "api"
+
+
+def test_a_budget_stop_in_a_surrogate_api_redoes_it_to_the_same_result(tmp_path, inputs, monkeypatch, capsys):
+    over = {"invert": {"method": "surrogate"}, "distill": {"iterations": 2, "val_every": 2}}
+    ref = _workspace(tmp_path / "ref", inputs, over)
+    _in_process(("invert",), ref, monkeypatch)
+    want = json.loads((ref / "metrics" / "invert.json").read_text())
+    per_api = want["api_images_per_api"]["api_000"]
+    work = _workspace(tmp_path / "w", inputs, over)
+    _set_budget(work, per_api + 50)  # api_001 stops in its rounds
+    out = _stage("invert", work, inputs[1], code=3)
+    assert "1 of 3 APIs inverted, api_001 to be redone from its start" in out
+    _set_budget(work, None)
+    _in_process(("invert",), work, monkeypatch)
+    got = json.loads((work / "metrics" / "invert.json").read_text())
+    assert got["api_agreement_pct_per_api"] == want["api_agreement_pct_per_api"]
+    from dfml.params import load_params as load
+
+    c = load(work / "params.yaml").invert.surrogate
+    sent = c.rounds * c.images_per_round  # api_001's rounds went out (<= 50); its final answers were refused
+    assert sent <= 50 < sent + 20
+    assert got["ledger"]["discarded"] == sent and got["ledger"]["total"] == want["ledger"]["total"] + sent
+    for name in ("api_000", "api_001", "api_002"):
+        a = torch.load(work / "data" / "bank" / f"{name}.pt", weights_only=True)
+        b = torch.load(ref / "data" / "bank" / f"{name}.pt", weights_only=True)
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["probs"], b["probs"])

@@ -1,4 +1,5 @@
-"""Console entry point: ``dfml serve``, ``dfml profile`` and ``dfml score-val`` (or ``python -m dfml ...``)."""
+"""Console entry point: ``dfml serve``, ``dfml profile``, ``dfml grid`` and ``dfml score-val`` (or ``python -m dfml
+...``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import profiles
+from . import grids, profiles
 from .core.errors import ParamError
 
 
@@ -53,9 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     add_serve_arguments(commands.add_parser("serve", help="serve an API pool over HTTP (bearer token required)"), POOL)
     profiles.add_arguments(commands.add_parser("profile", help="run a named profile; results go to results/<name>/"))
+    grids.add_arguments(commands.add_parser("grid", help="run a grid of experiments; results go to results/<name>/"))
     _score_val_arguments(commands.add_parser("score-val", help="score checkpoints on fresh meta-val episodes, paired"))
     args = parser.parse_args(argv)
-    run = {"serve": serve, "profile": profiles.main, "score-val": score_val}[args.command]
+    run = {"serve": serve, "profile": profiles.main, "grid": grids.main, "score-val": score_val}[args.command]
     try:
         run(args)
     except (ValueError, FileNotFoundError, ParamError, profiles.ProfileError) as exc:

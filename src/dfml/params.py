@@ -84,10 +84,11 @@ def cross_checks(p: Params) -> list[str]:
     if "bidf_mkd_whitebox" in models and "bidf_mkd_whitebox" not in p.run.whitebox:
         errs.append("run.evaluate lists bidf_mkd_whitebox, which run.whitebox does not train: set "
                     "run.whitebox to [bidf_mkd_whitebox]")
-    if (p.run.whitebox or p.invert.gradient == "exact") and p.runtime.backend != "inprocess":
+    exact = p.invert.method == "bidf" and p.invert.bidf.gradient == "exact"
+    if (p.run.whitebox or exact) and p.runtime.backend != "inprocess":
         errs.append(f"runtime.backend: the white-box reference reads input gradients, which backend "
-                    f"{p.runtime.backend!r} cannot give; use runtime.backend: inprocess (or invert.gradient: zo "
-                    "and run.whitebox: [])")
+                    f"{p.runtime.backend!r} cannot give; use runtime.backend: inprocess (or invert.bidf.gradient: "
+                    "zo and run.whitebox: [])")
     need = largest(p.distill.support_shots) + p.distill.query_shots
     if need > p.invert.images_per_class:
         errs.append(f"invert.images_per_class ({p.invert.images_per_class}) must be at least "
@@ -125,6 +126,25 @@ def _data_checks(p: Params) -> list[str]:
 
 
 # ---------------------------------------------------------------- errors in words
+
+# Keys of earlier versions of params.yaml -> where they live now (an old file gets "moved to ..." hints)
+MOVED = {
+    "apis.ways": "ways", "evaluate.ways": "ways", "apis.datasets": "data.datasets",
+    "data.classes_per_split": "data.subset.classes_per_split", "data.images_per_class": "data.subset.images_per_class",
+    "apis.answer": "query.answer", "apis.topk": "query.topk", "apis.decimals": "query.decimals",
+    "apis.label_smoothing": "query.label_smoothing", "apis.query_chunk": "query.chunk",
+    "apis.backend": "runtime.backend", "apis.http": "runtime.http", "apis.budget_images": "runtime.budget_images",
+    "apis.budget_images_per_api": "runtime.budget_images_per_api",
+    "invert.checkpoint_every": "runtime.checkpoint_every.invert",
+    "distill.checkpoint_every": "runtime.checkpoint_every.distill", "maml_real.shots": "maml_real.support_shots",
+    "evaluate.models": "run.evaluate", "baselines.run": "run.baselines", "whitebox": "run.whitebox",
+    "invert.gradient": "invert.bidf.gradient", "invert.q": "invert.bidf.q", "invert.mu": "invert.bidf.mu",
+    "invert.steps": "invert.bidf.steps", "invert.extra_steps": "invert.bidf.extra_steps",
+    "invert.target_agreement": "invert.bidf.target_agreement", "invert.latent_dim": "invert.generator.latent_dim",
+    "invert.generator_width": "invert.generator.width", "invert.lr_generator": "invert.generator.lr",
+    "invert.lr_latent": "invert.generator.lr_latent", "invert.tv_weight": "invert.prior.tv",
+    "invert.l2_weight": "invert.prior.l2", "invert.l1_weight": "invert.prior.l1",
+}
 
 def _field_path(loc: tuple) -> tuple[list[str], BaseModel | None, Any]:
     """The field names of `loc` (pydantic's union and list tags dropped), the model class holding the last one
@@ -171,6 +191,9 @@ def describe_errors(exc: ValidationError, raw: Any) -> list[str]:
             key = str(loc[-1])
             close = difflib.get_close_matches(key, known, n=1)
             dotted = ".".join([*parent_names, key])
+            if dotted in MOVED:
+                lines.append(f"{dotted}: moved to {MOVED[dotted]} (params.yaml changed shape: see docs/parameters.md)")
+                continue
             hint = f" (did you mean '{'.'.join([*parent_names, close[0]])}'?)" if close else \
                 f" (known keys: {', '.join(known)})"
             lines.append(f"{dotted}: unknown key{hint}; remove it or fix its spelling")

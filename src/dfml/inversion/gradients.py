@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from ..api.base import BlackBoxAPI
-from .params import InvertParams
+from .params import BidfParams
 
 GroupLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -86,12 +86,12 @@ class ExactGradient(GradientEstimator):
         return g, loss.detach(), probs.detach()
 
 
-# invert.gradient -> (invert params, direction RNG) -> estimator
-ESTIMATORS: dict[str, Callable[[InvertParams, torch.Generator], GradientEstimator]] = {
+# invert.bidf.gradient -> (bidf params, direction RNG) -> estimator
+ESTIMATORS: dict[str, Callable[[BidfParams, torch.Generator], GradientEstimator]] = {
     "zo": lambda cfg, gen: ZeroOrderGradient(cfg.q, cfg.mu, gen),
     "exact": lambda cfg, gen: ExactGradient(),
 }
 
 
-def build_estimator(cfg: InvertParams, gen: torch.Generator) -> GradientEstimator:
+def build_estimator(cfg: BidfParams, gen: torch.Generator) -> GradientEstimator:
     return ESTIMATORS[cfg.gradient](cfg, gen)

@@ -1,8 +1,9 @@
 """The two BiDf-MKD runs of the pipeline, defined once: the method and its white-box reference.
 
-* ``blackbox`` (model ``bidf_mkd``): ``invert.gradient`` as params say (``zo`` by default), the method itself.
-* ``whitebox`` (model ``bidf_mkd_whitebox``): the same code with exact input gradients (``invert.gradient``
-  forced to ``exact``), the white-box reference of the paper (CIFAR-FS 37.66 / 51.16). Opt-in through
+* ``blackbox`` (model ``bidf_mkd``): the recovery ``invert.method`` names (BiDf-MKD's zero-order inversion by
+  default), then BiDf-MKD's distillation: the method itself.
+* ``whitebox`` (model ``bidf_mkd_whitebox``): BiDf-MKD's inversion with exact input gradients
+  (``invert.bidf.gradient`` forced to ``exact``), the white-box reference of the paper (CIFAR-FS 37.66 / 51.16). Opt-in through
   ``run.whitebox`` (stages ``whitebox_invert`` and ``whitebox_distill``). Its files carry the suffix
   ``_whitebox`` (:mod:`dfml.pipeline.paths`).
 """
@@ -26,10 +27,13 @@ class Variant:
     title: str
 
     def params(self, params: P) -> P:
-        """`params` (a :class:`dfml.params.Params`) with ``invert.gradient`` as this variant needs it."""
+        """`params` (a :class:`dfml.params.Params`) as this variant needs them: the white-box reference is
+        BiDf-MKD's inversion (``invert.method: bidf``) with ``invert.bidf.gradient`` forced."""
         if self.gradient is None:
             return params
-        return params.model_copy(update={"invert": params.invert.model_copy(update={"gradient": self.gradient})})
+        inv = params.invert
+        bidf = inv.bidf.model_copy(update={"gradient": self.gradient})
+        return params.model_copy(update={"invert": inv.model_copy(update={"method": "bidf", "bidf": bidf})})
 
     def stage(self, stage: str) -> str:
         """The dvc.yaml stage of this variant: ``invert`` or ``whitebox_invert``."""

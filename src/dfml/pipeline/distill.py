@@ -22,13 +22,14 @@ from ..core.runtime import peak_rss_mb, resolve_device
 from ..core.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 from ..data.prepared import load_prepared
 from ..evaluation.episodic import val_scorer
-from ..inversion.gradients import build_estimator
 from ..inversion.invert import ImagePrior, load_state
+from ..inversion.recovery import build_method
 from ..inversion.variants import BLACKBOX, Variant
 from ..meta.bidf import BiDfTaskSampler
 from ..meta.trainer import MetaTrainer
 from ..meta.undo import IterationUndo
 from ..models import build_meta_model
+from ..inversion.params import used as invert_used
 from ..params import Params, result_params
 from ..runtime.checkpoint import Checkpoint, file_digest, fingerprint
 from . import paths
@@ -40,7 +41,7 @@ def distill(params: Params, variant: Variant = BLACKBOX) -> None:
     """Meta-train the variant's model from its bank and the APIs, resumably; see the module docstring."""
     params = variant.params(params)
     seed_everything(derive_seed(params.seed, "distill"))
-    fp = fingerprint(result_params(params, "seed", "ways", "query", "invert", "distill"),
+    fp = fingerprint(result_params(params, "seed", "ways", "query", "distill"), invert_used(params.invert),
                      str(resolve_device(params.device)), file_digest(paths.bank(variant) / "index.json"),
                      pool_digest(paths.POOL), file_digest(paths.PREPARED / "index.json"))
     ck = Checkpoint(paths.checkpoints("distill", variant), fp, variant.stage("distill"))
@@ -60,17 +61,20 @@ def _distill(params: Params, variant: Variant, ck: Checkpoint) -> None:
     ledger.load_state_dict(invert["ledger"])  # the run's ledger: invert's spend first, so the budget left is the run's
     ledger.phase = "distill"
     apis = open_apis(paths.POOL, params.query, params.runtime.backend, params.runtime.http, ledger, device,
-                     whitebox=icfg.gradient == "exact")
+                     whitebox=icfg.method == "bidf" and icfg.bidf.gradient == "exact")
     bank_dir = paths.bank(variant)
     entries = [torch.load(bank_dir / f"{a.name}.pt", weights_only=False) for a in apis]
     bank = [{"images": e["images"], "probs": e["probs"]} for e in entries]
-    states = [load_state(e["state"], icfg, data.channels, data.image_size, device) for e in entries]
+    states = [load_state(e["state"], icfg.generator, data.channels, data.image_size, device) for e in entries]
 
     model = build_meta_model("conv4", data.channels, params.ways, data.image_size,
                              derive_seed(seed, "meta-init")).to(device)
     gen = torch.Generator().manual_seed(derive_seed(seed, "distill-sampler"))
-    estimator = build_estimator(icfg, torch.Generator().manual_seed(derive_seed(seed, "distill-directions")))
-    sampler = BiDfTaskSampler(model, apis, bank, states, estimator, cfg, gen, device, ImagePrior.from_cfg(icfg))
+    # boundary queries: the API with the method's zero-order estimator, or (surrogate) its clone, exactly
+    oracle = build_method(icfg, data.channels, data.image_size, device, seed).boundary(
+        apis, entries, torch.Generator().manual_seed(derive_seed(seed, "distill-directions")))
+    sampler = BiDfTaskSampler(model, oracle.apis, bank, states, oracle.estimator, cfg, gen, device,
+                              ImagePrior.from_cfg(icfg.prior))
     validate = val_scorer(model, data, params.ways, cfg.val_shots, cfg.val_query, cfg.val_episodes,
                           derive_seed(seed, "val-episodes"), cfg.inner_steps, cfg.inner_lr, 100, device, "distill")
     trainer = MetaTrainer(model, cfg.inner_steps, cfg.inner_lr, cfg.outer_lr, cfg.first_order, cfg.temperature,
@@ -114,6 +118,7 @@ def _distill(params: Params, variant: Variant, ck: Checkpoint) -> None:
     chosen = save_run(trainer, variant.model, info, paths.model(variant.model), paths.curve_csv(variant),
                       paths.curve_png(variant), variant.title, paths.steps_dir(variant))
     write_json(paths.distill_metrics(variant), {"complete": True, "iterations": cfg.iterations, **chosen,
+                                                "boundary_queries_to": oracle.kind,
                                                 **_spend(ledger, trainer.elapsed, device)})
     ck.finish()
     print(f"BiDf-MKD: best meta-val {chosen['best_val_acc']:.2f}% at iteration {chosen['best_iteration']}; "

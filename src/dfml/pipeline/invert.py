@@ -1,9 +1,11 @@
 """Stage `invert`: recover a pseudo task (support and query images) from every API, through queries only.
 
-BiDf-MKD (Hu et al., ICML 2023) Sec. 3.2, one generator per API (:mod:`dfml.inversion.invert`).
-Resumable (:mod:`dfml.runtime.checkpoint`): each finished API, and the API in progress every
-``runtime.checkpoint_every.invert`` generator steps, are saved under ``checkpoints/invert``; killed, or
-stopped by the API image budget (exit 3), the stage continues from there when run again.
+The method is ``invert.method`` (:data:`dfml.inversion.methods.METHODS`): BiDf-MKD's inversion (Hu et al., ICML
+2023, Sec. 3.2) by default, or the surrogate, DFME or CAKE recovery; one generator per API either way.
+Resumable (:mod:`dfml.runtime.checkpoint`): each finished API is saved under ``checkpoints/invert``, and with
+``bidf`` the API in progress too, every ``runtime.checkpoint_every.invert`` generator steps (the other methods
+redo an unfinished API from its start, from the same per-API seed); killed, or stopped by the API image budget
+(exit 3), the stage continues from there when run again.
 Writes ``data/bank/<api>.pt`` (``images [N, n, C, H, W]``, ``probs [N, n, N]``, generator state)
 atomically as one folder, ``metrics/invert.json`` and ``plots/invert_samples.png``; the white-box
 variant (stage `whitebox_invert`) writes the same files with a ``_whitebox`` suffix.
@@ -23,10 +25,11 @@ from ..api.base import BudgetExhausted
 from ..api.budget import BudgetStop, budget_ledger, stop_message
 from ..core.io import read_json, write_json
 from ..core.runtime import peak_rss_mb, resolve_device
-from ..core.seeding import derive_seed, rng_state, seed_everything, set_rng_state
-from ..inversion.gradients import build_estimator
-from ..inversion.invert import InversionState, invert_api, more_steps, new_state
+from ..core.seeding import rng_state, seed_everything, set_rng_state
+from ..inversion.invert import InversionState, more_steps
+from ..inversion.recovery import build_method
 from ..inversion.variants import BLACKBOX, Variant
+from ..inversion.params import used as invert_used
 from ..params import Params, result_params
 from ..reporting.plots import image_grid_png
 from ..runtime.checkpoint import Checkpoint, file_digest, fingerprint
@@ -40,8 +43,8 @@ def invert(params: Params, variant: Variant = BLACKBOX) -> None:
     cfg, device, seed = params.invert, resolve_device(params.device), params.seed
     seed_everything(seed)
     meta = read_json(paths.DATA_METRICS)
-    fp = fingerprint(result_params(params, "seed", "query", "invert"), str(device), pool_digest(paths.POOL),
-                     file_digest(paths.DATA_METRICS))
+    fp = fingerprint(result_params(params, "seed", "query"), invert_used(params.invert), str(device),
+                     pool_digest(paths.POOL), file_digest(paths.DATA_METRICS))
     ck = Checkpoint(paths.checkpoints("invert", variant), fp, variant.stage("invert"))
     with ck.locked():
         _invert(params, variant, cfg, device, seed, meta, ck)
@@ -51,14 +54,14 @@ def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict
     saved = ck.load()
     ledger = budget_ledger(params.runtime.budget_images, params.runtime.budget_images_per_api)
     ledger.phase = "invert"
+    method = build_method(cfg, meta["channels"], meta["image_size"], device, seed)
     apis = open_apis(paths.POOL, params.query, params.runtime.backend, params.runtime.http, ledger, device,
-                     whitebox=cfg.gradient == "exact")
-    estimator = build_estimator(cfg, torch.Generator().manual_seed(derive_seed(seed, "invert-directions")))
+                     whitebox=cfg.method == "bidf" and cfg.bidf.gradient == "exact")
     done, seconds = 0, 0.0
     if saved is not None:
         done, seconds = saved["done"], saved["seconds"]
         ledger.load_state_dict(saved["ledger"])
-        estimator.load_state_dict(saved["estimator"])
+        method.load_state_dict(saved["method"])  # a stream the APIs share continues where it stopped
         step = f", {apis[done].name} at step {len(saved['inversion']['history'])}" if saved["inversion"] else ""
         print(f"[invert] resuming from {ck.folder}: {done} of {len(apis)} APIs done{step}; "
               f"{ledger.total:,} API images spent so far", flush=True)
@@ -68,46 +71,54 @@ def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict
     def save(n_done: int, state: InversionState | None) -> None:
         steps = len(state.history) if state is not None else 0
         ck.save({"done": n_done, "inversion": None if state is None else state.full_state_dict(),
-                 "estimator": estimator.state_dict(), "ledger": ledger.state_dict(), "rng": rng_state(),
+                 "method": method.state_dict(), "ledger": ledger.state_dict(), "rng": rng_state(),
                  "seconds": seconds + time.perf_counter() - start},
                 {"apis_done": n_done, "apis": len(apis), "steps_done_of_next": steps, "api_images": ledger.total})
         whole["saved_step"] = (n_done, steps)
 
     def on_step(i: int, state: InversionState) -> None:
-        whole.update(estimator=estimator.state_dict(), rng=rng_state(),
+        whole.update(method=method.state_dict(), rng=rng_state(),
                      buffers={k: v.clone() for k, v in state.generator.named_buffers()})
         k, every = len(state.history), params.runtime.checkpoint_every.invert
-        if every and k % every == 0 and k > 0 and more_steps(state.history, cfg) and whole.get("saved_step") != (i, k):
+        if every and k % every == 0 and k > 0 and more_steps(state.history, cfg.bidf) \
+                and whole.get("saved_step") != (i, k):
             save(i, state)
 
-    for i in tqdm(range(done, len(apis)), desc="invert APIs", unit="api", initial=done, total=len(apis)):
-        api, api_seed = apis[i], derive_seed(seed, "invert", i)
-        state = new_state(api.num_classes, cfg.images_per_class, meta["channels"], meta["image_size"], cfg,
-                          api_seed, device)
-        if saved is not None and saved["inversion"] is not None and i == done:
-            state.load_full_state_dict(saved["inversion"])
-            set_rng_state(saved["rng"])
-            whole["saved_step"] = (i, len(state.history))
+    for i in tqdm(range(done, len(apis)), desc=f"invert APIs ({cfg.method})", unit="api", initial=done,
+                  total=len(apis)):
+        api, state = apis[i], None
+        spent_before = ledger.total
+        if method.steps_resumable:
+            state = method.new_state(api, i)
+            if saved is not None and saved["inversion"] is not None and i == done:
+                state.load_full_state_dict(saved["inversion"])
+                method.load_state_dict(saved["method"])  # the API's direction stream where it stopped
+                set_rng_state(saved["rng"])
+                whole["saved_step"] = (i, len(state.history))
         try:
-            images, probs, state = invert_api(api, cfg.images_per_class, meta["channels"], meta["image_size"],
-                                              cfg, estimator, api_seed, device, state=state,
-                                              on_step=lambda st, i=i: on_step(i, st))
+            got = method.recover(api, i, state=state, on_step=(lambda st, i=i: on_step(i, st))
+                                 if method.steps_resumable else None)
         except BudgetExhausted as exc:
-            # back to where the state was whole: the refused query sent nothing and changed no weight, but its
-            # directions were drawn and the generator's forward pass moved its BN running statistics
-            estimator.load_state_dict(whole["estimator"])
-            set_rng_state(whole["rng"])
-            for name, buf in state.generator.named_buffers():
-                buf.copy_(whole["buffers"][name])
+            if method.steps_resumable:
+                # back to where the state was whole: the refused query sent nothing and changed no weight, but its
+                # directions were drawn and the generator's forward pass moved its BN running statistics
+                method.load_state_dict(whole["method"])
+                set_rng_state(whole["rng"])
+                for name, buf in state.generator.named_buffers():
+                    buf.copy_(whole["buffers"][name])
+                where = f"{api.name} at step {len(state.history)} (of {_planned(cfg.bidf)})"
+            else:  # the API is redone from its start: what it sent so far stays spent, and is booked as discarded
+                ledger.discarded += ledger.total - spent_before
+                state, where = None, f"{api.name} to be redone from its start"
             save(i, state)
             write_json(paths.invert_metrics(variant), {
                 "complete": False, "stopped": "API image budget exhausted", "apis_done": i, "apis": len(apis),
-                "gradient": cfg.gradient, **_spend(ledger, seconds + time.perf_counter() - start, device)})
-            kept = (f"{i} of {len(apis)} APIs inverted, {api.name} at step {len(state.history)} (of {_planned(cfg)}), "
-                    f"in {ck.folder}; what was spent: {paths.invert_metrics(variant)}")
+                "method": cfg.method, **_spend(ledger, seconds + time.perf_counter() - start, device)})
+            kept = (f"{i} of {len(apis)} APIs inverted, {where}, in {ck.folder}; what was spent: "
+                    f"{paths.invert_metrics(variant)}")
             raise BudgetStop(stop_message(exc, ledger, kept)) from exc
-        ck.save_part(api.name, {"api": api.name, "images": images, "probs": probs, "state": state.state_dict(),
-                                "history": state.history})
+        ck.save_part(api.name, {"api": api.name, "images": got.images, "probs": got.probs,
+                                "state": got.state.state_dict(), "history": got.history, **got.extra})
         save(i + 1, None)
     _finish(apis, ck, ck.fp, cfg, ledger, seconds + time.perf_counter() - start, device, variant)
 
@@ -117,6 +128,11 @@ def _planned(cfg) -> str:
     if not cfg.extra_steps:
         return str(cfg.steps)
     return f"{cfg.steps}, up to {cfg.steps + cfg.extra_steps} while its agreement is below {cfg.target_agreement}"
+
+
+def _method_keys(cfg) -> dict:
+    """What metrics/invert.json says of the method: its name (and bidf's gradient, as it always did)."""
+    return {"method": cfg.method, **({"gradient": cfg.bidf.gradient} if cfg.method == "bidf" else {})}
 
 
 def _spend(ledger, seconds: float, device) -> dict:
@@ -137,7 +153,7 @@ def _finish(apis, ck: Checkpoint, fp: str, cfg, ledger, seconds: float, device, 
     tmp.mkdir(parents=True)
     for a in apis:
         shutil.copyfile(ck.part(a.name), tmp / f"{a.name}.pt")
-    write_json(tmp / "index.json", {"apis": [a.name for a in apis], "gradient": cfg.gradient, "fingerprint": fp})
+    write_json(tmp / "index.json", {"apis": [a.name for a in apis], "method": cfg.method, "fingerprint": fp})
     shutil.rmtree(bank, ignore_errors=True)
     tmp.rename(bank)
     samples = [e["images"] for e in entries[:6]]
@@ -145,7 +161,7 @@ def _finish(apis, ck: Checkpoint, fp: str, cfg, ledger, seconds: float, device, 
                    title=f"recovered images: one row per API ({len(samples)} of {len(apis)}), classes left to right")
     agreement = 100 * sum(agree) / len(agree)
     steps = {a.name: len(e["history"]) for a, e in zip(apis, entries)}
-    write_json(paths.invert_metrics(variant), {"complete": True, "gradient": cfg.gradient, **_spend(ledger, seconds, device),
+    write_json(paths.invert_metrics(variant), {"complete": True, **_method_keys(cfg), **_spend(ledger, seconds, device),
                          "api_agreement_pct": round(agreement, 2),
                          "api_agreement_pct_per_api": {a.name: round(100 * g, 1) for a, g in zip(apis, agree)},
                          "generator_steps": sum(steps.values()), "generator_steps_per_api": steps})

@@ -33,8 +33,10 @@ README_MARKERS = ("<!-- summary:start -->", "<!-- summary:end -->")
 
 # tradeoff.csv: a column per params.yaml key that sets the API cost or the training time.
 PARAM_COLUMNS: dict[str, tuple[str, ...]] = {
-    "q": ("invert", "q"),
-    "steps": ("invert", "steps"),
+    "method": ("invert", "method"),
+    "answer": ("query", "answer"),
+    "q": ("invert", "bidf", "q"),
+    "steps": ("invert", "bidf", "steps"),
     "images_per_class": ("invert", "images_per_class"),
     "iterations": ("distill", "iterations"),
 }
