@@ -45,7 +45,7 @@ from dfml.api.inprocess import open_pool  # noqa: E402
 from dfml.core.runtime import resolve_device  # noqa: E402
 from dfml.meta.functional import adapt_and_predict_batched  # noqa: E402
 from dfml.inversion.gradients import build_estimator  # noqa: E402
-from dfml.inversion.invert import ce_group_loss, inversion_step, invert_api, new_state  # noqa: E402
+from dfml.inversion.invert import ImagePrior, ce_group_loss, inversion_step, invert_api, new_state  # noqa: E402
 from dfml.meta.bidf import BiDfTaskSampler  # noqa: E402
 from dfml.meta.trainer import MetaTrainer, Task  # noqa: E402
 from dfml.models import build_classifier, build_meta_model  # noqa: E402
@@ -164,12 +164,13 @@ def main() -> None:
     p = load_params(args.params)
     dev = resolve_device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    icfg, dcfg = p.invert, p.distill
+    inv, dcfg = p.invert, p.distill
+    icfg = inv.bidf  # the default recovery method's settings
     ledger = QueryLedger()
     apis = [RandomConv4API(ledger, dev, s, p.query.chunk) for s in range(4)]
     out = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "settings": {"q": icfg.q, "images_per_class": icfg.images_per_class,
-                        "generator_width": icfg.generator_width, "tasks_per_batch": dcfg.tasks_per_batch,
+           "settings": {"q": icfg.q, "images_per_class": inv.images_per_class,
+                        "generator_width": inv.generator.width, "tasks_per_batch": dcfg.tasks_per_batch,
                         "memory_tasks": dcfg.memory_tasks, "support_shots": dcfg.support_shots,
                         "inner_steps": dcfg.inner_steps,
                         "boundary_steps": dcfg.boundary_steps, "adapt_steps": p.evaluate.adapt_steps,
@@ -184,7 +185,7 @@ def main() -> None:
     out["api_query_images_per_s"] = round(r * 1024, 1)
 
     est = build_estimator(icfg, torch.Generator().manual_seed(0))
-    st = new_state(5, icfg.images_per_class, 1, 28, icfg, 0, dev)
+    st = new_state(5, inv.images_per_class, 1, 28, inv.generator, 0, dev)
     before = ledger.total
     r, n = rate(lambda: inversion_step(st, apis[0], est, ce_group_loss), args.seconds, sync)
     out["inversion_steps_per_s"] = round(r, 3)
@@ -193,7 +194,8 @@ def main() -> None:
     bank, states = [], []
     small = icfg.model_copy(update={"steps": 2, "extra_steps": 0})  # random-weight APIs: no extra steps for low agreement
     for i, api in enumerate(apis):
-        imgs, probs, s = invert_api(api, icfg.images_per_class, 1, 28, small, est, i, dev)
+        imgs, probs, s = invert_api(api, inv.images_per_class, 1, 28, small, inv.generator, ImagePrior(), est, i,
+                                    dev)
         bank.append({"images": imgs, "probs": probs}); states.append(s)
     model = build_meta_model("conv4", 1, 5, 28, 0).to(dev)
     other = "second_order" if dcfg.first_order else "first_order"

@@ -12,7 +12,7 @@ from dfml.pipeline import deps, paths
 SRC = ROOT / "src" / "dfml"
 # bottom first: a package may import its own modules and those of packages before it, never after
 LAYERS = ["core", "models", "data", "api", "owner", "runtime", "inversion", "meta", "baselines", "evaluation",
-          "reporting", "params", "pipeline", "profiles", "__main__"]
+          "reporting", "params", "pipeline", "profiles", "grids", "__main__"]
 
 
 def _package(path):

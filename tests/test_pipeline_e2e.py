@@ -161,6 +161,10 @@ def test_dvc_repro_tiny_chain(tmp_path):
     (repo / "params.yaml").write_text(saved)
     assert out.returncode != 0 and "No such file" not in out.stdout + out.stderr
     assert "run.evaluate: must be a non-empty list, each one of 'random'" in out.stdout + out.stderr
+    # the failed check removed its marker (DVC clears a stage's outs before it runs): with the params fixed, the
+    # next repro reruns that check alone
+    rerun = _run(dvc + ["repro"], repo, env)
+    assert re.findall(r"Running stage '([^']+)'", rerun) == ["check_params"]
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny results"], repo, env)
     # an evaluation setting invalidates every model's evaluation (and the report, which states the protocol)

@@ -23,6 +23,11 @@ RELEASE = {"apis": 100, "q": 100, "generator_steps": 200, "meta_iterations": 600
            "adapt_lr": 0.01, "images_per_class": 600}
 
 
+def _settings(section) -> str:
+    """``'steps 40, q 10, ...'``: a recovery method's own settings, in its section's order."""
+    return ", ".join(f"{key} {value}" for key, value in section.model_dump().items())
+
+
 def protocol_rows(params, dataset: str) -> list[tuple[str, str, str]]:
     """``(what, the paper / release, this run)`` for each protocol difference that bears on the comparison.
 
@@ -41,8 +46,8 @@ def protocol_rows(params, dataset: str) -> list[tuple[str, str, str]]:
          f"best of {dist.iterations // dist.val_every + 1} on {dist.val_episodes} meta-val episodes, "
          "evaluated once on meta-test"),
         ("APIs", f"{RELEASE['apis']}", f"{params.apis.count} ({params.apis.epochs} epochs each)"),
-        ("inversion", f"{RELEASE['generator_steps']} generator steps, q = {RELEASE['q']}",
-         f"{inv.steps} generator steps, q = {inv.q}, generator width {inv.generator_width}"),
+        ("inversion", f"bidf: {RELEASE['generator_steps']} generator steps, q = {RELEASE['q']}",
+         f"{inv.method}: {_settings(getattr(inv, inv.method))}, generator width {inv.generator.width}"),
         ("meta-iterations", f"{RELEASE['meta_iterations']:,}", f"{dist.iterations:,}"),
     ]
     if dataset == "miniimagenet":
