@@ -54,10 +54,13 @@ from dfml.pipeline.paths import POOL  # noqa: E402
 
 
 class RandomConv4API(BlackBoxAPI):
-    def __init__(self, ledger, device, seed, chunk):
-        super().__init__(f"bench_{seed}", 5, (1, 28, 28), ledger, chunk)
+    """A 5-way Conv4 API with random weights (seeded), served as InProcessAPI serves: ``[B, C, H, W]`` images in,
+    ``[B, 5]`` probabilities out, every image counted in `ledger`."""
+
+    def __init__(self, ledger, device, seed, chunk, channels: int = 1, size: int = 28):
+        super().__init__(f"bench_{seed}", 5, (channels, size, size), ledger, chunk)
         torch.manual_seed(seed)
-        self._net = build_classifier("conv4", 1, 5, 28).to(device).to(memory_format=torch.channels_last).eval()  # as InProcessAPI
+        self._net = build_classifier("conv4", channels, 5, size).to(device).to(memory_format=torch.channels_last).eval()
         self._device = device
 
     @torch.no_grad()

@@ -43,6 +43,18 @@ def test_overrides_round_trip_through_yaml():
     assert back == overlay
 
 
+def test_profile_run_takes_runtime_settings_only(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cmd = profiles.run_profile("paper-miniimagenet", dry_run=True, sets=["runtime.budget_images=1000"])
+    assert cmd[-2:] == ["-S", "runtime.budget_images=1000"]
+    with pytest.raises(ProfileError, match=r"-S invert\.bidf\.q=3: takes runtime\.KEY=VALUE"):
+        profiles.run_profile("paper-miniimagenet", dry_run=True, sets=["invert.bidf.q=3"])
+    with pytest.raises(ProfileError, match=r"runtime\.budget_images: must be"):
+        profiles.run_profile("paper-miniimagenet", dry_run=True, sets=["runtime.budget_images=-1"])
+    with pytest.raises(ProfileError, match=r"runtime\.budget: not a key of params\.yaml; fix the -S setting"):
+        profiles.run_profile("paper-miniimagenet", dry_run=True, sets=["runtime.budget=5"])
+
+
 def test_a_misspelt_profile_key_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "profiles").mkdir()

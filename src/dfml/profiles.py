@@ -196,20 +196,42 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_profile(name: str, dry_run: bool = False) -> Path | list[str]:
+def runtime_overlay(sets: list[str]) -> dict:
+    """``["runtime.engine=ray", ...]`` as an overlay; only ``runtime.*`` keys, which never change results (a
+    result setting belongs in the profile file, so that ``results/<name>/`` stays what the profile says)."""
+    overlay: dict = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key.startswith("runtime.") or key == "runtime.":
+            raise ProfileError(f"-S {item}: takes runtime.KEY=VALUE (settings that never change results, e.g. "
+                               "-S runtime.engine=ray); change any other key in the profile's own file")
+        node = overlay
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return overlay
+
+
+def run_profile(name: str, dry_run: bool = False, sets: list[str] | None = None) -> Path | list[str]:
     """Check, run and collect profile `name` (see the module docstring); return ``results/<name>``.
 
-    With `dry_run`, only check the merged params and return the ``dvc exp run`` command.
+    `sets`: ``runtime.KEY=VALUE`` settings for this run only (:func:`runtime_overlay`). With `dry_run`, only
+    check the merged params and return the ``dvc exp run`` command.
     """
-    overlay = load_overlay(name)
+    overlay, extra = load_overlay(name), runtime_overlay(sets or [])
     base = yaml.safe_load(Path("params.yaml").read_text())
     merged = merge(base, overlay)
+    try:
+        merged = merge(merged, extra)
+    except ProfileError as exc:
+        raise ProfileError(str(exc).replace("fix the profile", "fix the -S setting")) from exc
     try:
         validate(merged, f"params.yaml with {PROFILES / (name + '.yaml')}")
     except ParamError as exc:
         raise ProfileError(str(exc)) from exc
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
-    for item in overrides(overlay):
+    for item in overrides(overlay) + overrides(extra):
         cmd += ["-S", item]
     if dry_run:
         return cmd
@@ -227,7 +249,8 @@ def run_profile(name: str, dry_run: bool = False) -> Path | list[str]:
     if proc.returncode != 0:
         raise ProfileError(f"`dvc exp run` of profile {name} failed (exit {proc.returncode}) after {wall:.0f} s; "
                            "its output is above")
-    run = {"command": f"dfml profile run {name}", "code_commit": head, "uncommitted_changes": dirty,
+    run = {"command": shlex.join(["dfml", "profile", "run", name] + [f"-S{s}" for s in sets or []]),
+           "code_commit": head, "uncommitted_changes": dirty,
            "wall_seconds": round(wall, 1), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
            "machine": machine()}
     exp_params = _show(experiment_rev(name), "params.yaml")
@@ -246,6 +269,8 @@ def add_arguments(parser) -> None:
         p.add_argument("name")
         if action == "run":
             p.add_argument("--dry-run", action="store_true", help="check the params, print the command, run nothing")
+            p.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="runtime.KEY=VALUE",
+                           help="a runtime setting for this run (never a result setting), e.g. runtime.engine=ray")
         else:
             p.add_argument("--rev", help="the experiment's commit (default: the experiment named <name>)")
 
@@ -258,5 +283,5 @@ def main(args) -> None:
     if args.action == "collect":
         print(f"wrote {collect(args.name, args.rev)}")
         return
-    out = run_profile(args.name, dry_run=args.dry_run)
+    out = run_profile(args.name, dry_run=args.dry_run, sets=args.sets)
     print(" ".join(shlex.quote(c) for c in out) if args.dry_run else f"wrote {out}; commit it to publish it")
