@@ -66,10 +66,11 @@ def profile_params(name: str) -> Params:
 def _tiny(p: Params) -> Params:
     """The same code paths at a size that runs in seconds (for --tiny)."""
     upd = {"invert": p.invert.model_copy(update={
-               "images_per_class": 4, "generator": p.invert.generator.model_copy(update={"width": 16}),
+               "images_per_class": 8, "generator": p.invert.generator.model_copy(update={"width": 16}),
                "bidf": p.invert.bidf.model_copy(update={"q": 2})}),
-           "distill": p.distill.model_copy(update={"inner_steps": 1, "memory_size": 8}),
-           "maml_real": p.maml_real.model_copy(update={"inner_steps": 1})}
+           "distill": p.distill.model_copy(update={"inner_steps": 1, "memory_size": 8, "support_shots": 2,
+                                                   "query_shots": 3}),
+           "maml_real": p.maml_real.model_copy(update={"inner_steps": 1, "query_shots": 3})}
     return p.model_copy(update=upd)
 
 
@@ -159,8 +160,8 @@ def estimate(p: Params, per_class: int, f: dict) -> dict:
                        "invert_steps": p.apis.count * p.invert.bidf.steps,
                        "distill_iterations": dist.iterations, "boundary_iterations": dist.iterations - warm,
                        "maml_real_iterations": mr.iterations, "evaluation_episodes": EVAL_EPISODES * 2 * MODELS + val},
-            "stage_hours_1_gpu": {k: round(s / 3600, 2) for k, s in seconds.items()},
-            "hours_1_gpu": round(one / 3600, 1), "hours_8_gpus": round(eight / 3600, 1)}
+            "stage_hours_1_device": {k: round(s / 3600, 2) for k, s in seconds.items()},
+            "hours_1_device": round(one / 3600, 1), "hours_8_devices": round(eight / 3600, 1)}
 
 
 def main() -> None:
@@ -173,7 +174,7 @@ def main() -> None:
     dev = resolve_device(args.device)
     out = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "tiny": args.tiny,
            "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "gpus_for_the_8_gpu_estimate": GPUS, "profiles": {}}
+           "devices_for_the_8_device_estimate": GPUS, "profiles": {}}
     for name, (channels, size, per_class) in PROFILES.items():
         p = profile_params(name)
         if args.tiny:
