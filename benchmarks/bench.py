@@ -8,8 +8,11 @@ random weights, default inversion and distillation settings from params.yaml):
 - API images/s of a bare `query` call (batches of 1024),
 - API images/s and generator steps/s of zero-order inversion,
 - BiDf-MKD meta-iterations/s, warm-up (bank queries) and with boundary queries, and the warm-up
-  with the other meta-gradient order (second order when params say first, and back),
+  with the other meta-gradient order (second order when params say first, and back), and
+  `second_order_time_ratio` (second-order over first-order seconds per warm-up iteration, loop),
 - MAML (real-data style, CE tasks) meta-iterations/s,
+- each meta-iteration figure also with the meta-batch vmapped (`*_vmap_*`: `MetaTrainer(batched=True)`,
+  what `runtime.vmap: on` runs),
 - episodes/s of evaluation adaptation (5-way 5-shot, 15 queries, evaluate.adapt_steps).
 
 With --http it measures only the HTTP backend against the in-process one, over the
@@ -202,27 +205,36 @@ def main() -> None:
         bank.append({"images": imgs, "probs": probs}); states.append(s)
     model = build_meta_model("conv4", 1, 5, 28, 0).to(dev)
     other = "second_order" if dcfg.first_order else "first_order"
-    for label, after, first in (("bidf_warmup", 10**9, dcfg.first_order), ("bidf_boundary", 0, dcfg.first_order),
-                                (f"bidf_warmup_{other}", 10**9, not dcfg.first_order)):
+    runs = [(label + vm, after, first, bool(vm))
+            for label, after, first in (("bidf_warmup", 10**9, dcfg.first_order), ("bidf_boundary", 0, dcfg.first_order),
+                                        (f"bidf_warmup_{other}", 10**9, not dcfg.first_order))
+            for vm in ("", "_vmap")]  # each as the loop, then with the meta-batch vmapped (runtime.vmap: on)
+    for label, after, first, batched in runs:
         sampler = BiDfTaskSampler(model, apis, bank, states, est, dcfg.model_copy(update={"boundary_after": after}),
                                   torch.Generator().manual_seed(0), dev)
         for a, entry in enumerate(bank):  # random-weight APIs answer nearly one class; a trained pool answers
             for c in range(entry["images"].shape[0]):  # the aimed class for most images: file the bank that way,
                 sampler.memory.add(a, c, entry["images"][c])  # so memory tasks run as in `distill`
         trainer = MetaTrainer(model, dcfg.inner_steps, dcfg.inner_lr, dcfg.outer_lr, first,
-                              dcfg.temperature, lambda q: 0.0)
+                              dcfg.temperature, lambda q: 0.0, batched=batched)
         before = ledger.total
         r, n = rate(lambda: trainer.step(sampler(1)), args.seconds, sync)
         out[f"{label}_meta_iterations_per_s"] = round(r, 3)
         out[f"{label}_api_images_per_iteration"] = round((ledger.total - before) / (n + 1), 1)
+    per_it = {order: 1 / out[key] for order, key in
+              (("first_order" if dcfg.first_order else "second_order", "bidf_warmup_meta_iterations_per_s"),
+               (other, f"bidf_warmup_{other}_meta_iterations_per_s"))}
+    out["second_order_time_ratio"] = round(per_it["second_order"] / per_it["first_order"], 3)  # loop, warm-up
 
     m = p.maml_real
     xs, xq = torch.rand(25, 1, 28, 28, device=dev), torch.rand(m.query_shots * 5, 1, 28, 28, device=dev)
     ys = torch.arange(5, device=dev).repeat_interleave(5)
     yq = torch.arange(5, device=dev).repeat_interleave(m.query_shots)
-    trainer = MetaTrainer(model, m.inner_steps, m.inner_lr, m.outer_lr, m.first_order, 1.0, lambda q: 0.0)
-    r, _ = rate(lambda: trainer.step([Task(xs, ys, (xq, yq), "ce")] * m.tasks_per_batch), args.seconds, sync)
-    out["maml_meta_iterations_per_s"] = round(r, 3)
+    for label, batched in (("maml", False), ("maml_vmap", True)):
+        trainer = MetaTrainer(model, m.inner_steps, m.inner_lr, m.outer_lr, m.first_order, 1.0, lambda q: 0.0,
+                              batched=batched)
+        r, _ = rate(lambda: trainer.step([Task(xs, ys, (xq, yq), "ce")] * m.tasks_per_batch), args.seconds, sync)
+        out[f"{label}_meta_iterations_per_s"] = round(r, 3)
 
     e = 20
     ex = torch.rand(e, 25, 1, 28, 28, device=dev)

@@ -119,8 +119,9 @@ class HardLabelAPI(BlackBoxAPI):
         return F.one_hot(self.top(images), self.num_classes).float()
 
 
-def test_a_clone_trained_on_hard_labels_agrees_with_the_api():
-    """Golden value under a fixed seed: the clone learns the API's labels far above chance (1/3)."""
+def _clone_agreement() -> tuple[float, int, int]:
+    """(the clone's agreement with the hard-label API on fresh images of the final generator, API images spent,
+    API images planned)."""
     cfg = TINY.model_copy(update={"surrogate": TINY.surrogate.model_copy(update={
         "rounds": 4, "images_per_round": 64, "clone_steps": 60, "clone_lr": 0.01, "generator_steps": 5})})
     ledger = QueryLedger()
@@ -133,12 +134,19 @@ def test_a_clone_trained_on_hard_labels_agrees_with_the_api():
         x = got.state.generator(torch.randn(512, cfg.generator.latent_dim, generator=torch.Generator().manual_seed(5)))
     clone_top = oracle.apis[0].query(x).argmax(1)
     agreement = (clone_top == api.top(x)).float().mean().item()
+    return agreement, ledger.total, method.planned_images(3)
+
+
+def test_a_clone_trained_on_hard_labels_agrees_with_the_api():
+    """The clone learns the API's labels far above chance (1/3), the same under the same seed, and its own
+    answers cost no API image. (The exact figure depends on the CPU's float kernels: 0.7227 on one machine,
+    0.6738 on another, 480 clone steps in; so the test checks a bound and that a rerun gives the same figure.)"""
+    agreement, spent, planned = _clone_agreement()
     assert agreement > 0.6
-    assert agreement == pytest.approx(GOLDEN_CLONE_AGREEMENT, abs=1e-3)
-    assert ledger.total == method.planned_images(3)  # the clone's answers cost no API image
+    assert _clone_agreement() == (agreement, spent, planned)
+    assert spent == planned
 
 
-GOLDEN_CLONE_AGREEMENT = 0.72265625  # torch 2.14.1, CPU, one thread
 
 
 def test_dfme_recovers_logits_from_probabilities_by_hand():

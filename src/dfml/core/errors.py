@@ -16,6 +16,11 @@ class CheckpointBusy(RuntimeError):
     """Another run of the same stage holds its checkpoint folder."""
 
 
+class EngineError(RuntimeError):
+    """The engine of ``runtime.engine`` cannot run the stage's work (Ray missing or unreachable, a worker lost);
+    the message names the key and the fix, and says what finished work is kept."""
+
+
 class BudgetStop(Exception):
     """A stage stopped on its API image budget with its finished work saved; the message says how to continue."""
 

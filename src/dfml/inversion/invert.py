@@ -225,9 +225,13 @@ class BiDf(RecoveryMethod):
         names = ("invert-directions",) if index is None else ("invert-directions", index)
         return build_estimator(self.cfg.bidf, torch.Generator().manual_seed(derive_seed(self.seed, *names)))
 
-    @property
-    def order_free(self) -> bool:
-        return self.cfg.bidf.directions == "per_api"
+    order_hint = ("invert.bidf.directions: shared draws one stream of directions for all APIs in order; set "
+                  "invert.bidf.directions: per_api (each API its own stream)")
+
+    @classmethod
+    def order_free_for(cls, cfg) -> bool:
+        """With ``per_api`` directions, or with exact gradients (they draw no direction at all)."""
+        return cfg.bidf.directions == "per_api" or cfg.bidf.gradient == "exact"
 
     def planned_images(self, num_classes: int) -> int | None:
         c, n = self.cfg.bidf, self.cfg.images_per_class
@@ -236,7 +240,7 @@ class BiDf(RecoveryMethod):
 
     def new_state(self, api: BlackBoxAPI, index: int) -> InversionState:
         """API `index`'s fresh generator state (with ``per_api`` directions, its direction stream starts anew)."""
-        if self.order_free:
+        if self.cfg.bidf.directions == "per_api":
             self.estimator = self._estimator(index)
         return new_state(api.num_classes, self.cfg.images_per_class, self.channels, self.image_size,
                          self.cfg.generator, derive_seed(self.seed, "invert", index), self.device)

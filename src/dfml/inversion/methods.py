@@ -71,10 +71,21 @@ class RecoveryMethod(ABC):
 
     name: ClassVar[str]
     steps_resumable: ClassVar[bool] = False  # checkpoints within an API (bidf); else an API is redone whole
-    order_free: bool = True  # an API's task does not depend on the APIs before it (parallel workers may run it)
+    order_hint: ClassVar[str] = ""  # when not order free: why, and the key that makes it so
 
     def __init__(self, cfg: InvertParams, channels: int, image_size: int, device: torch.device, seed: int):
         self.cfg, self.channels, self.image_size, self.device, self.seed = cfg, channels, image_size, device, seed
+
+    @classmethod
+    def order_free_for(cls, cfg: InvertParams) -> bool:
+        """Whether, with `cfg`, an API's task does not depend on the APIs before it (so parallel workers may
+        recover the APIs in any order); True unless a method shares a random stream across APIs."""
+        return True
+
+    @property
+    def order_free(self) -> bool:
+        """:meth:`order_free_for` this method's ``cfg``."""
+        return self.order_free_for(self.cfg)
 
     @abstractmethod
     def recover(self, api: BlackBoxAPI, index: int, state: InversionState | None = None,

@@ -5,6 +5,13 @@ the query set given the adapted weights (BiDf-MKD recovers boundary queries
 with them). Inner and outer losses are ``"ce"`` (labels) or ``"kd"`` (API
 probabilities). The checkpoint with the best meta-val accuracy is kept, and
 the last one too.
+
+With ``batched=True`` (``runtime.vmap``) the tasks of a meta-batch that have the
+same shapes run together: their inner loops under ``torch.func.vmap``, the query
+sets fetched one task at a time in task order (BiDf-MKD's boundary queries spend
+API images in the same order and number as the loop), then the outer losses
+vmapped again. The meta-gradient equals the loop's to float rounding, not bit for
+bit.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .functional import Params, adapt, forward, get_params
+from .functional import Params, adapt, adapt_batched, batch_norm_by_hand, batched_loss, forward, get_params
 from ..core.losses import kd_loss
 
 QueryFn = Callable[[Params], tuple[torch.Tensor, torch.Tensor]]
@@ -49,6 +56,12 @@ def make_loss(kind: str, temperature: float):
     raise ValueError(f"unknown task loss {kind!r}")
 
 
+def _shape_key(kind: str, x: torch.Tensor, target: torch.Tensor) -> tuple:
+    """What tasks must share to be vmapped together: loss kind, and shape, dtype and device of images and
+    targets."""
+    return (kind, tuple(x.shape), x.dtype, x.device, tuple(target.shape), target.dtype, target.device)
+
+
 class MetaTrainer:
     """MAML-style outer loop (Finn et al., ICML 2017) over tasks from `make_tasks(iteration)`.
 
@@ -56,11 +69,14 @@ class MetaTrainer:
         model: meta model (BN without running statistics).
         inner_steps, inner_lr, outer_lr, first_order, temperature: from params.
         validate: ``theta -> meta-val accuracy (percent)``.
+        batched: run tasks of the same shapes together under ``torch.func.vmap`` (:meth:`batched_task_losses`);
+            False: one task after another (:meth:`task_loss`).
     """
 
     def __init__(self, model: nn.Module, inner_steps: int, inner_lr: float, outer_lr: float, first_order: bool,
-                 temperature: float, validate: Callable[[Params], float]):
+                 temperature: float, validate: Callable[[Params], float], batched: bool = False):
         self.model = model
+        self.batched = batched
         self.inner_steps, self.inner_lr = inner_steps, inner_lr
         self.second_order = not first_order
         self.temperature = temperature
@@ -78,9 +94,56 @@ class MetaTrainer:
         xq, tq = task.query(fast) if callable(task.query) else task.query
         return loss_fn(forward(self.model, fast, xq), tq)
 
+    def batched_task_losses(self, tasks: list[Task]) -> list[torch.Tensor]:
+        """The losses of :meth:`task_loss`, in task order, with the tasks of the same shapes batched.
+
+        1. Tasks whose support sets have the same shapes and dtypes and the same loss kind form a group, and
+           each group's inner loops run at once (:func:`adapt_batched`).
+        2. Each task's query set is then fetched, one task after another in task order, with that task's
+           adapted weights: a query function that asks an API (BiDf-MKD's boundary queries) sends the same
+           images in the same order as the loop.
+        3. Within a group, tasks whose query sets have the same shapes get their outer losses in one vmapped
+           forward.
+
+        Batch norm is computed by hand inside the vmapped parts (:func:`batch_norm_by_hand`).
+        """
+        theta = get_params(self.model)
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tasks):
+            groups.setdefault(_shape_key(t.loss, t.support, t.support_target), []).append(i)
+        fast_of: list[tuple[Params, int]] = [None] * len(tasks)  # type: ignore[list-item]  # (group weights, row)
+        with batch_norm_by_hand(self.model):
+            for (kind, *_), idx in groups.items():
+                xs = torch.stack([tasks[i].support for i in idx])
+                ts = torch.stack([tasks[i].support_target for i in idx])
+                fast = adapt_batched(self.model, theta, xs, ts, make_loss(kind, self.temperature), self.inner_steps,
+                                     self.inner_lr, self.second_order)
+                for row, i in enumerate(idx):
+                    fast_of[i] = (fast, row)
+        queries = []
+        for t, (fast, row) in zip(tasks, fast_of):  # task order, as the loop
+            queries.append(t.query({k: v[row] for k, v in fast.items()}) if callable(t.query) else t.query)
+        losses: list[torch.Tensor] = [None] * len(tasks)  # type: ignore[list-item]
+        with batch_norm_by_hand(self.model):
+            for (kind, *_), idx in groups.items():
+                fast = fast_of[idx[0]][0]
+                loss_fn = make_loss(kind, self.temperature)
+                sub: dict[tuple, list[int]] = {}
+                for row, i in enumerate(idx):
+                    sub.setdefault(_shape_key(kind, *queries[i]), []).append(row)
+                for rows in sub.values():
+                    p = fast if len(rows) == len(idx) else {k: v[rows] for k, v in fast.items()}
+                    xq = torch.stack([queries[idx[r]][0] for r in rows])
+                    tq = torch.stack([queries[idx[r]][1] for r in rows])
+                    out = batched_loss(self.model, p, xq, tq, loss_fn)
+                    for r, value in zip(rows, out):
+                        losses[idx[r]] = value
+        return losses
+
     def step(self, tasks: list[Task]) -> float:
         self.model.train()
-        loss = torch.stack([self.task_loss(t) for t in tasks]).mean()
+        losses = self.batched_task_losses(tasks) if self.batched else [self.task_loss(t) for t in tasks]
+        loss = torch.stack(losses).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

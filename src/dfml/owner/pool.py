@@ -134,27 +134,82 @@ def plan_pool(cfg: PoolParams, ways: int, seed: int, data: Prepared) -> list[API
     return plans
 
 
-def build_pool(data: Prepared, cfg: PoolParams, ways: int, seed: int, out: Path, device: torch.device) -> list[dict]:
-    """Train ``cfg.count`` APIs into `out/api_XXX.pt`; return their public records.
+@dataclass(frozen=True)
+class APITask:
+    """One API of the pool to train: its name, architecture, classes (meta-train class indices), dataset (mh; else
+    None) and seed. :func:`plan_tasks` draws them all before any training, so training them is order free."""
+
+    index: int
+    name: str
+    arch: str
+    classes: list[int]
+    dataset: str | None
+    seed: int
+
+
+def plan_tasks(data: Prepared, cfg: PoolParams, ways: int, seed: int) -> list[APITask]:
+    """Every API's task: the plans of :func:`plan_pool`, with each API's `ways` classes drawn from one generator
+    (``derive_seed(seed, "pool")``) in API order, and its training seed ``derive_seed(seed, "api", i)``."""
+    plans = plan_pool(cfg, ways, seed, data)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "pool"))
+    tasks = []
+    for i, plan in enumerate(plans):
+        train_classes = torch.tensor(data.split_classes("train", plan.dataset))
+        classes = train_classes[torch.randperm(len(train_classes), generator=gen)[:ways]].tolist()
+        tasks.append(APITask(i, f"api_{i:03d}", plan.arch, classes, plan.dataset, derive_seed(seed, "api", i)))
+    return tasks
+
+
+def task_data(data: Prepared, classes: list[int]) -> Prepared:
+    """The prepared data of `classes` only (their images, in the same order; class indices kept), what one API's
+    training reads: :func:`train_api` on it gives what it gives on the whole data, bit for bit."""
+    images, by_class, start = [], {}, 0
+    for c in dict.fromkeys(classes):
+        idx = data.by_class[c]
+        images.append(data.images[idx])
+        by_class[c] = torch.arange(start, start + len(idx))
+        start += len(idx)
+    labels = torch.cat([torch.full((len(by_class[c]),), c, dtype=torch.long) for c in by_class])
+    return Prepared(torch.cat(images), labels, data.class_names, {}, by_class, data.dataset, data.class_datasets)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What a worker needs to train one API: its task, the data of its classes (:func:`task_data`), the params."""
+
+    task: APITask
+    data: Prepared
+    cfg: PoolParams
+
+
+def train_task(job: TrainJob, shared: object, device: torch.device) -> tuple[dict, float]:
+    """Train one API (a job of :meth:`dfml.runtime.engine.Engine.map`): ``(state_dict, held-out accuracy)``."""
+    return train_api(job.data, job.task.classes, job.task.arch, job.cfg, job.task.seed, device)
+
+
+def save_api(out: Path, data: Prepared, task: APITask, state: dict, acc: float) -> dict:
+    """Write API `task`'s checkpoint ``out/<name>.pt``; return its public record.
 
     A record is ``{"name", "arch", "classes", "heldout_acc"}``, plus ``"dataset"`` in mh (the checkpoint too).
     """
-    plans = plan_pool(cfg, ways, seed, data)
-    gen = torch.Generator().manual_seed(derive_seed(seed, "pool"))
+    tag = {} if task.dataset is None else {"dataset": task.dataset}
+    torch_save_atomic({"name": task.name, "arch": task.arch, "classes": task.classes,
+                       "class_names": [data.class_names[c] for c in task.classes],
+                       "in_channels": data.channels, "image_size": data.image_size,
+                       "num_classes": len(task.classes), "heldout_acc": acc, "state_dict": state, **tag},
+                      out / f"{task.name}.pt")
+    return {"name": task.name, "arch": task.arch, "classes": task.classes, "heldout_acc": acc, **tag}
+
+
+def build_pool(data: Prepared, cfg: PoolParams, ways: int, seed: int, out: Path, device: torch.device) -> list[dict]:
+    """Train ``cfg.count`` APIs into `out/api_XXX.pt`, one after another; return their records (:func:`save_api`).
+
+    The stage `pretrain` does the same through ``runtime.engine`` (:mod:`dfml.runtime.engine`), with the same
+    files."""
     records = []
-    for i, plan in enumerate(tqdm(plans, desc="pretrain APIs", unit="api")):
-        train_classes = torch.tensor(data.split_classes("train", plan.dataset))
-        classes = train_classes[torch.randperm(len(train_classes), generator=gen)[:ways]].tolist()
-        arch = plan.arch
-        name = f"api_{i:03d}"
-        state, acc = train_api(data, classes, arch, cfg, derive_seed(seed, "api", i), device)
-        tag = {} if plan.dataset is None else {"dataset": plan.dataset}
-        torch_save_atomic({"name": name, "arch": arch, "classes": classes,
-                           "class_names": [data.class_names[c] for c in classes],
-                           "in_channels": data.channels, "image_size": data.image_size,
-                           "num_classes": len(classes), "heldout_acc": acc, "state_dict": state, **tag},
-                          out / f"{name}.pt")
-        records.append({"name": name, "arch": arch, "classes": classes, "heldout_acc": acc, **tag})
+    for task in tqdm(plan_tasks(data, cfg, ways, seed), desc="pretrain APIs", unit="api"):
+        state, acc = train_api(data, task.classes, task.arch, cfg, task.seed, device)
+        records.append(save_api(out, data, task, state, acc))
     return records
 
 

@@ -78,7 +78,7 @@ def _distill(params: Params, variant: Variant, ck: Checkpoint) -> None:
     validate = val_scorer(model, data, params.ways, cfg.val_shots, cfg.val_query, cfg.val_episodes,
                           derive_seed(seed, "val-episodes"), cfg.inner_steps, cfg.inner_lr, 100, device, "distill")
     trainer = MetaTrainer(model, cfg.inner_steps, cfg.inner_lr, cfg.outer_lr, cfg.first_order, cfg.temperature,
-                          validate)
+                          validate, batched=params.runtime.batched(device))
     undo = IterationUndo(sampler, ledger, active=ledger.budget is not None or ledger.budget_per_api is not None)
     if saved is not None:
         trainer.load_state_dict(saved["trainer"])

@@ -6,6 +6,8 @@ Resumable (:mod:`dfml.runtime.checkpoint`): each finished API is saved under ``c
 ``bidf`` the API in progress too, every ``runtime.checkpoint_every.invert`` generator steps (the other methods
 redo an unfinished API from its start, from the same per-API seed); killed, or stopped by the API image budget
 (exit 3), the stage continues from there when run again.
+With ``runtime.engine: ray`` the APIs are recovered on parallel workers (:mod:`dfml.inversion.fanout`; order-free
+methods only), this process saving each finished API as it arrives; the bank is the same bit for bit.
 Writes ``data/bank/<api>.pt`` (``images [N, n, C, H, W]``, ``probs [N, n, N]``, generator state)
 atomically as one folder, ``metrics/invert.json`` and ``plots/invert_samples.png``; the white-box
 variant (stage `whitebox_invert`) writes the same files with a ``_whitebox`` suffix.
@@ -21,11 +23,12 @@ from tqdm import tqdm
 
 from ..api.backends import open_apis
 from ..api.inprocess import pool_digest
-from ..api.base import BudgetExhausted
+from ..api.base import BudgetExhausted, QueryLedger
 from ..api.budget import BudgetStop, budget_ledger, stop_message
 from ..core.io import read_json, write_json
 from ..core.runtime import peak_rss_mb, resolve_device
 from ..core.seeding import rng_state, seed_everything, set_rng_state
+from ..inversion.fanout import RecoverJob, bank_entry, recover_on_workers, require_order_free
 from ..inversion.invert import InversionState, more_steps
 from ..inversion.recovery import build_method
 from ..inversion.variants import BLACKBOX, Variant
@@ -33,6 +36,7 @@ from ..inversion.params import used as invert_used
 from ..params import Params, result_params
 from ..reporting.plots import image_grid_png
 from ..runtime.checkpoint import Checkpoint, file_digest, fingerprint
+from ..runtime.engine import ENGINES, Engine, open_engine
 from . import paths
 from .stage import main
 
@@ -40,14 +44,18 @@ from .stage import main
 def invert(params: Params, variant: Variant = BLACKBOX) -> None:
     """Invert every API of the pool into the variant's bank, resumably; see the module docstring."""
     params = variant.params(params)
+    require_order_free(params.invert, ENGINES[params.runtime.engine])  # before any work
     cfg, device, seed = params.invert, resolve_device(params.device), params.seed
     seed_everything(seed)
     meta = read_json(paths.DATA_METRICS)
     fp = fingerprint(result_params(params, "seed", "query"), invert_used(params.invert), str(device),
                      pool_digest(paths.POOL), file_digest(paths.DATA_METRICS))
     ck = Checkpoint(paths.checkpoints("invert", variant), fp, variant.stage("invert"))
-    with ck.locked():
-        _invert(params, variant, cfg, device, seed, meta, ck)
+    with ck.locked(), open_engine(params.runtime, variant.stage("invert"), device) as engine:
+        if engine.parallel:
+            _invert_parallel(params, variant, cfg, device, seed, meta, ck, engine)
+        else:
+            _invert(params, variant, cfg, device, seed, meta, ck)
 
 
 def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict, ck: Checkpoint) -> None:
@@ -57,20 +65,22 @@ def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict
     method = build_method(cfg, meta["channels"], meta["image_size"], device, seed)
     apis = open_apis(paths.POOL, params.query, params.runtime.backend, params.runtime.http, ledger, device,
                      whitebox=cfg.method == "bidf" and cfg.bidf.gradient == "exact")
-    done, seconds = 0, 0.0
+    done, seconds, finished = 0, 0.0, set()
     if saved is not None:
         done, seconds = saved["done"], saved["seconds"]
+        finished = set(saved.get("finished", [a.name for a in apis[:done]]))  # a parallel run's may be past done
         ledger.load_state_dict(saved["ledger"])
         method.load_state_dict(saved["method"])  # a stream the APIs share continues where it stopped
         step = f", {apis[done].name} at step {len(saved['inversion']['history'])}" if saved["inversion"] else ""
-        print(f"[invert] resuming from {ck.folder}: {done} of {len(apis)} APIs done{step}; "
+        print(f"[invert] resuming from {ck.folder}: {len(finished)} of {len(apis)} APIs done{step}; "
               f"{ledger.total:,} API images spent so far", flush=True)
     start = time.perf_counter()
     whole: dict = {}  # the state at the last point where it was whole (before a step or the final answers)
 
     def save(n_done: int, state: InversionState | None) -> None:
         steps = len(state.history) if state is not None else 0
-        ck.save({"done": n_done, "inversion": None if state is None else state.full_state_dict(),
+        ck.save({"done": n_done, "finished": sorted(finished),
+                 "inversion": None if state is None else state.full_state_dict(),
                  "method": method.state_dict(), "ledger": ledger.state_dict(), "rng": rng_state(),
                  "seconds": seconds + time.perf_counter() - start},
                 {"apis_done": n_done, "apis": len(apis), "steps_done_of_next": steps, "api_images": ledger.total})
@@ -87,6 +97,8 @@ def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict
     for i in tqdm(range(done, len(apis)), desc=f"invert APIs ({cfg.method})", unit="api", initial=done,
                   total=len(apis)):
         api, state = apis[i], None
+        if api.name in finished:  # finished by a parallel run (runtime.engine: ray) of the same params
+            continue
         spent_before = ledger.total
         if method.steps_resumable:
             state = method.new_state(api, i)
@@ -117,10 +129,91 @@ def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict
             kept = (f"{i} of {len(apis)} APIs inverted, {where}, in {ck.folder}; what was spent: "
                     f"{paths.invert_metrics(variant)}")
             raise BudgetStop(stop_message(exc, ledger, kept)) from exc
-        ck.save_part(api.name, {"api": api.name, "images": got.images, "probs": got.probs,
-                                "state": got.state.state_dict(), "history": got.history, **got.extra})
+        ck.save_part(api.name, bank_entry(api.name, got))
+        finished.add(api.name)
         save(i + 1, None)
     _finish(apis, ck, ck.fp, cfg, ledger, seconds + time.perf_counter() - start, device, variant)
+
+
+def _invert_parallel(params: Params, variant: Variant, cfg, device, seed: int, meta: dict, ck: Checkpoint,
+                     engine: Engine) -> None:
+    """`invert` with the APIs on parallel workers (:mod:`dfml.inversion.fanout`): the same bank, the same ledger.
+
+    This process saves each finished API as it arrives (the checkpoint's ``finished``, which need not be a prefix
+    of the APIs; ``done`` is the prefix); a rerun recovers only the others. The ledger is one
+    :class:`~dfml.api.budget.LedgerBook` that every worker's queries go through.
+    """
+    saved, rt = ck.load(), params.runtime
+    whitebox = cfg.method == "bidf" and cfg.bidf.gradient == "exact"
+    # the driver's own clients: the API names and classes, and the backend checked before any work
+    apis = open_apis(paths.POOL, params.query, rt.backend, rt.http, QueryLedger(), device, whitebox=whitebox)
+    names = [a.name for a in apis]
+    finished, seconds, partial = set(), 0.0, None
+    method_state = build_method(cfg, meta["channels"], meta["image_size"], device, seed).state_dict()
+    if saved is not None:
+        seconds = saved["seconds"]
+        finished = set(saved.get("finished", names[:saved["done"]]))
+        if saved["inversion"] is not None:  # an in-process run's API in progress: it continues from its last step
+            partial = {"name": names[saved["done"]], **{k: saved[k] for k in ("inversion", "method", "rng")}}
+        print(f"[invert] resuming from {ck.folder}: {len(finished)} of {len(apis)} APIs done; "
+              f"{saved['ledger']['total']:,} API images spent so far", flush=True)
+    book = engine.book(saved["ledger"] if saved else None, rt.budget_images, rt.budget_images_per_api, "invert")
+    start = time.perf_counter()
+
+    def save() -> dict:
+        spent = book.call("snapshot")
+        done = next((i for i, n in enumerate(names) if n not in finished), len(names))
+        ck.save({"done": done, "finished": sorted(finished),
+                 "inversion": partial["inversion"] if partial else None,
+                 "method": partial["method"] if partial else method_state,
+                 "rng": partial["rng"] if partial else rng_state(), "ledger": spent,
+                 "seconds": seconds + time.perf_counter() - start},
+                {"apis_done": len(finished), "apis": len(names), "steps_done_of_next": 0, "api_images": spent["total"]})
+        return spent
+
+    bar = tqdm(desc=f"invert APIs ({cfg.method}, {engine.name})", unit="api", initial=len(finished), total=len(apis))
+
+    def on_entry(name: str, entry: dict) -> None:
+        nonlocal partial
+        ck.save_part(name, entry)
+        finished.add(name)
+        if partial is not None and partial["name"] == name:
+            partial = None
+        save()
+        bar.update()
+
+    jobs = [RecoverJob(i, a.name, cfg, params.query, rt.backend, rt.http, meta["channels"], meta["image_size"],
+                       seed, whitebox, book,
+                       {k: partial[k] for k in ("inversion", "method", "rng")}
+                       if partial and partial["name"] == a.name else None)
+            for i, a in enumerate(apis) if a.name not in finished]
+    try:
+        stops = recover_on_workers(engine, jobs, engine.share_folder(paths.POOL), on_entry)
+    except BaseException:  # a lost worker, an error in a job, ^C: what was spent until now goes into the checkpoint
+        _try(save)
+        raise
+    finally:
+        bar.close()
+    ledger = budget_ledger(rt.budget_images, rt.budget_images_per_api)
+    ledger.load_state_dict(book.call("summary"))
+    if stops:
+        save()
+        write_json(paths.invert_metrics(variant), {
+            "complete": False, "stopped": "API image budget exhausted", "apis_done": len(finished), "apis": len(apis),
+            "method": cfg.method, **_spend(ledger, seconds + time.perf_counter() - start, device)})
+        redo = sorted({e.api for e in stops})
+        kept = (f"{len(finished)} of {len(apis)} APIs inverted, in {ck.folder} ({', '.join(redo)} to be redone from "
+                f"{'its' if len(redo) == 1 else 'their'} start, as the parallel workers of runtime.engine: "
+                f"{engine.name} do); what was spent: {paths.invert_metrics(variant)}")
+        raise BudgetStop(stop_message(stops[0], ledger, kept))
+    _finish(apis, ck, ck.fp, cfg, ledger, seconds + time.perf_counter() - start, device, variant)
+
+
+def _try(fn) -> None:
+    try:
+        fn()
+    except Exception:  # the engine is gone too: the last checkpoint stands
+        pass
 
 
 def _planned(cfg) -> str:

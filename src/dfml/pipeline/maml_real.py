@@ -24,7 +24,8 @@ def maml_real(params: Params) -> None:
     model = build_meta_model("conv4", data.channels, ways, data.image_size, derive_seed(seed, "meta-init")).to(device)
     validate = val_scorer(model, data, ways, cfg.val_shots, cfg.val_query, cfg.val_episodes,
                           derive_seed(seed, "val-episodes"), cfg.inner_steps, cfg.inner_lr, 100, device, "maml_real")
-    trainer = MetaTrainer(model, cfg.inner_steps, cfg.inner_lr, cfg.outer_lr, cfg.first_order, 1.0, validate)
+    trainer = MetaTrainer(model, cfg.inner_steps, cfg.inner_lr, cfg.outer_lr, cfg.first_order, 1.0, validate,
+                          batched=params.runtime.batched(device))
     tasks = real_task_sampler(data, ways, cfg.support_shots, cfg.query_shots, cfg.tasks_per_batch,
                               derive_seed(seed, "maml-tasks") % 1_000_000, device)
     with timer() as t:

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..core.errors import EXIT_BUDGET, APIReplyError, BudgetExhausted, BudgetStop, CheckpointBusy, DataError, ParamError
+from ..core.errors import (EXIT_BUDGET, APIReplyError, BudgetExhausted, BudgetStop, CheckpointBusy, DataError,
+                           EngineError, ParamError)
 from ..params import Params, load_params
 
-USER_ERRORS = (ParamError, DataError, APIReplyError, FileNotFoundError, CheckpointBusy)
+USER_ERRORS = (ParamError, DataError, APIReplyError, FileNotFoundError, CheckpointBusy, EngineError)
 
 
 def guarded(stage: str, work: Callable[[], None], errors: tuple[type[Exception], ...] = ()) -> None:
