@@ -8,7 +8,6 @@ rule, the messages) needs no Ray.
 
 import json
 import shutil
-import subprocess
 import typing
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, same_values
 from dfml.api.base import BlackBoxAPI
 from dfml.api.budget import BookLedger, LedgerBook
 from dfml.core.errors import BudgetExhausted, EngineError, ParamError
@@ -25,7 +24,7 @@ from dfml.inversion.recovery import METHODS
 from dfml.params import load_params, validate
 from dfml.runtime import engine as engines
 from dfml.runtime.params import RuntimeParams
-from test_pipeline_e2e import stage_cmd, tiny_env, tiny_params
+from test_pipeline_e2e import run_stage, tiny_env, tiny_params
 
 PER_API = {"invert": {"bidf": {"directions": "per_api"}}}  # bidf, order free
 API = (2 + 1) * 5 * 4 * 3 + 5 * 4  # images per tiny API: (q + 1) * 5 classes * 4 images * 3 steps + the answers
@@ -158,11 +157,7 @@ def test_ray_missing_or_misused_is_one_message(monkeypatch):
 # ---------------------------------------------------------------- the stages on a local Ray (slow)
 
 def _stage(stage: str, work: Path, env: dict, code: int = 0) -> str:
-    out = subprocess.run(stage_cmd(stage), cwd=work, env=dict(env, PYTHONPATH=str(ROOT / "src")),
-                         capture_output=True, text=True, timeout=STAGE_SECONDS)
-    assert out.returncode == code, f"{stage} exited {out.returncode}, not {code}:\n{out.stdout[-3000:]}\n" \
-                                   f"{out.stderr[-3000:]}"
-    return out.stdout + out.stderr
+    return run_stage(stage, work, env, code, STAGE_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -197,16 +192,6 @@ def _tensors(folder: Path, pattern: str) -> dict:
     return {p.name: torch.load(p, weights_only=False) for p in sorted(folder.glob(pattern))}
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def _invert_metrics(work: Path) -> dict:
     got = json.loads((work / "metrics" / "invert.json").read_text())
     return {k: v for k, v in got.items() if k not in ("seconds", "peak_rss_mb")}
@@ -215,7 +200,7 @@ def _invert_metrics(work: Path) -> dict:
 def _assert_same_bank(work: Path, reference) -> None:
     root, _ = reference
     want = _tensors(root / "data" / "bank", "*.pt")
-    assert len(want) == 3 and _equal(_tensors(work / "data" / "bank", "*.pt"), want), "banks differ"
+    assert len(want) == 3 and same_values(_tensors(work / "data" / "bank", "*.pt"), want), "banks differ"
     assert json.loads((work / "data" / "bank" / "index.json").read_text()) == \
         json.loads((root / "data" / "bank" / "index.json").read_text())
     assert not (work / "checkpoints").exists()
@@ -229,7 +214,7 @@ def test_the_pool_is_the_same_on_ray_workers(tmp_path, reference, workers):
     out = _stage("pretrain", work, env)
     assert "pool of 3 APIs" in out and "Traceback" not in out
     want = _tensors(root / "models" / "apis", "api_*.pt")
-    assert len(want) == 3 and _equal(_tensors(work / "models" / "apis", "api_*.pt"), want), "pools differ"
+    assert len(want) == 3 and same_values(_tensors(work / "models" / "apis", "api_*.pt"), want), "pools differ"
     assert (work / "models" / "apis" / "pool.json").read_bytes() == (root / "models" / "apis" / "pool.json").read_bytes()
     drop = ("seconds", "peak_rss_mb")
     got, exp = (json.loads((w / "metrics" / "apis.json").read_text()) for w in (work, root))

@@ -222,6 +222,15 @@ def stage_cmd(stage: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"dfml.pipeline.{stage}", *args]
 
 
+def run_stage(stage: str, work: Path, env: dict, code: int = 0, timeout: float = 400) -> str:
+    """Run `stage` in `work` (this checkout's src on PYTHONPATH); its output, once it exits with `code`."""
+    out = subprocess.run(stage_cmd(stage), cwd=work, env=dict(env, PYTHONPATH=str(ROOT / "src")),
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == code, f"{stage} exited {out.returncode}, not {code}:\n{out.stdout[-3000:]}\n" \
+                                   f"{out.stderr[-3000:]}"
+    return out.stdout + out.stderr
+
+
 def stage_env(**extra: str) -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT / "src"), **extra)
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, same_values
 from dfml.api.answers import MODES, AnswerSettings
 from dfml.api.backends import BACKENDS, open_apis
 from dfml.api.base import BlackBoxAPI, QueryLedger
@@ -33,7 +33,7 @@ from dfml.params import load_params, result_params, validate
 from dfml.runtime.checkpoint import Checkpoint, fingerprint
 from dfml.runtime.params import RuntimeParams
 from test_bidf import _setup
-from test_pipeline_e2e import DVC, _run, make_tiny_repo, stage_cmd, tiny_env, tiny_params
+from test_pipeline_e2e import DVC, _run, make_tiny_repo, run_stage, stage_cmd, tiny_env, tiny_params
 
 # Long enough to stop in the middle: 6 generator steps per API (4, then 2 extra ones: the tiny APIs stay below an
 # agreement of 1.0), 16 meta-iterations, boundary queries from 5 on.
@@ -239,7 +239,7 @@ def test_sampler_and_trainer_state_resume_exactly(tmp_path):
     trainer.load_state_dict(saved["trainer"])
     sampler.load_state_dict(saved["sampler"])
     trainer.run(5, sampler, val_every=2)
-    assert _equal(trainer.model.state_dict(), whole) and [r["val_acc"] for r in trainer.curve] == curve
+    assert same_values(trainer.model.state_dict(), whole) and [r["val_acc"] for r in trainer.curve] == curve
     assert [r["iteration"] for r in trainer.curve] == [0, 2, 4, 5]
 
 
@@ -255,7 +255,7 @@ def test_rollback_undoes_a_half_done_meta_iteration():
     with pytest.raises(BudgetExhausted):
         trainer.step(sampler(3))
     undo.rollback()
-    assert _equal(sampler.state_dict(), before) and undo.changed == changed
+    assert same_values(sampler.state_dict(), before) and undo.changed == changed
     assert ledger.discarded == ledger.total - sent == per_task
 
 
@@ -290,11 +290,7 @@ def _set_budget(work: Path, images: int | None) -> None:
 
 
 def _stage(stage: str, work: Path, env: dict, code: int = 0) -> str:
-    out = subprocess.run(stage_cmd(stage), cwd=work, env=dict(env, PYTHONPATH=str(ROOT / "src")),
-                         capture_output=True, text=True, timeout=STAGE_SECONDS)
-    assert out.returncode == code, f"{stage} exited {out.returncode}, not {code}:\n{out.stdout[-3000:]}\n" \
-                                   f"{out.stderr[-3000:]}"
-    return out.stdout + out.stderr
+    return run_stage(stage, work, env, code, STAGE_SECONDS)
 
 
 def _kill_at_checkpoint(stage: str, work: Path, env: dict, ready) -> dict:
@@ -334,22 +330,12 @@ def _result(work: Path) -> dict:
             "distill": json.loads((work / "metrics" / "distill.json").read_text()), "model": model, "bank": bank}
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def _assert_same_run(got: dict, want: dict) -> None:
     for key in ("best_iteration", "best_val_acc", "last_val_acc", "iterations", "complete"):
         assert got["distill"][key] == want["distill"][key], key
     assert got["invert"]["api_agreement_pct"] == want["invert"]["api_agreement_pct"]
-    assert _equal(got["model"], want["model"]), "model checkpoints differ"
-    assert _equal(got["bank"], want["bank"]), "recovered banks differ"
+    assert same_values(got["model"], want["model"]), "model checkpoints differ"
+    assert same_values(got["bank"], want["bank"]), "recovered banks differ"
 
 
 @pytest.fixture(scope="module")
