@@ -84,7 +84,7 @@ def cross_checks(p: Params) -> list[str]:
     if "bidf_mkd_whitebox" in models and "bidf_mkd_whitebox" not in p.run.whitebox:
         errs.append("run.evaluate lists bidf_mkd_whitebox, which run.whitebox does not train: set "
                     "run.whitebox to [bidf_mkd_whitebox]")
-    exact = p.invert.method == "bidf" and p.invert.bidf.gradient == "exact"
+    exact = p.invert.exact_gradients
     if (p.run.whitebox or exact) and p.runtime.backend != "inprocess":
         errs.append(f"runtime.backend: the white-box reference reads input gradients, which backend "
                     f"{p.runtime.backend!r} cannot give; use runtime.backend: inprocess (or invert.bidf.gradient: "

@@ -39,11 +39,20 @@ class QueryLedger:
 
     def check(self, api: str, n: int) -> None:
         """Raise :class:`BudgetExhausted` if sending `n` more images to `api` would pass a budget."""
-        if self.budget is not None and self.total + n > self.budget:
-            raise BudgetExhausted(api, n, self.total, self.budget, "run")
-        spent = self.per_api.get(api, 0)
-        if self.budget_per_api is not None and spent + n > self.budget_per_api:
-            raise BudgetExhausted(api, n, spent, self.budget_per_api, "per API")
+        refused = self.refusal(api, n)
+        if refused is not None:
+            raise BudgetExhausted(*refused)
+
+    def refusal(self, api: str, n: int, held: int = 0, held_by_api: int = 0) -> tuple | None:
+        """None if `n` more images to `api` stay within the budgets, with `held` images (`held_by_api` of them
+        `api`'s) promised to queries under way beside what was spent; else :class:`BudgetExhausted`'s arguments."""
+        total = self.total + held
+        if self.budget is not None and total + n > self.budget:
+            return api, n, total, self.budget, "run"
+        mine = self.per_api.get(api, 0) + held_by_api
+        if self.budget_per_api is not None and mine + n > self.budget_per_api:
+            return api, n, mine, self.budget_per_api, "per API"
+        return None
 
     def count(self, api: str, n: int) -> None:
         self.per_api[api] += n

@@ -73,15 +73,10 @@ class LedgerBook:
 
     def reserve(self, api: str, n: int) -> tuple | None:
         """Hold `n` images for a query to `api`; None, or the refusal as :class:`BudgetExhausted`'s arguments."""
-        led = self.ledger
-        held = led.total + sum(self.reserved.values())
-        if led.budget is not None and held + n > led.budget:
-            return api, n, held, led.budget, "run"
-        mine = led.per_api.get(api, 0) + self.reserved[api]
-        if led.budget_per_api is not None and mine + n > led.budget_per_api:
-            return api, n, mine, led.budget_per_api, "per API"
-        self.reserved[api] += n
-        return None
+        refused = self.ledger.refusal(api, n, sum(self.reserved.values()), self.reserved[api])
+        if refused is None:
+            self.reserved[api] += n
+        return refused
 
     def count(self, api: str, n: int, token: int) -> None:
         """`n` images of `api` were answered (a chunk); they are spent. A count of an attempt already given up

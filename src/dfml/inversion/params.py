@@ -113,6 +113,11 @@ class InvertParams(Section):
     dfme: DFMEParams
     cake: CAKEParams
 
+    @property
+    def exact_gradients(self) -> bool:
+        """Whether recovery reads the APIs' input gradients (the white-box variant), so needs their weights."""
+        return self.method == "bidf" and self.bidf.gradient == "exact"
+
 
 def used(cfg: InvertParams) -> dict:
     """The part of ``invert`` that decides a run with ``cfg.method``: the shared keys and that method's sub-section

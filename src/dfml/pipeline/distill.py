@@ -61,7 +61,7 @@ def _distill(params: Params, variant: Variant, ck: Checkpoint) -> None:
     ledger.load_state_dict(invert["ledger"])  # the run's ledger: invert's spend first, so the budget left is the run's
     ledger.phase = "distill"
     apis = open_apis(paths.POOL, params.query, params.runtime.backend, params.runtime.http, ledger, device,
-                     whitebox=icfg.method == "bidf" and icfg.bidf.gradient == "exact")
+                     whitebox=icfg.exact_gradients)
     bank_dir = paths.bank(variant)
     entries = [torch.load(bank_dir / f"{a.name}.pt", weights_only=False) for a in apis]
     bank = [{"images": e["images"], "probs": e["probs"]} for e in entries]

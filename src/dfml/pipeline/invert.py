@@ -64,7 +64,7 @@ def _invert(params: Params, variant: Variant, cfg, device, seed: int, meta: dict
     ledger.phase = "invert"
     method = build_method(cfg, meta["channels"], meta["image_size"], device, seed)
     apis = open_apis(paths.POOL, params.query, params.runtime.backend, params.runtime.http, ledger, device,
-                     whitebox=cfg.method == "bidf" and cfg.bidf.gradient == "exact")
+                     whitebox=cfg.exact_gradients)
     done, seconds, finished = 0, 0.0, set()
     if saved is not None:
         done, seconds = saved["done"], saved["seconds"]
@@ -144,7 +144,7 @@ def _invert_parallel(params: Params, variant: Variant, cfg, device, seed: int, m
     :class:`~dfml.api.budget.LedgerBook` that every worker's queries go through.
     """
     saved, rt = ck.load(), params.runtime
-    whitebox = cfg.method == "bidf" and cfg.bidf.gradient == "exact"
+    whitebox = cfg.exact_gradients
     # the driver's own clients: the API names and classes, and the backend checked before any work
     apis = open_apis(paths.POOL, params.query, rt.backend, rt.http, QueryLedger(), device, whitebox=whitebox)
     names = [a.name for a in apis]
