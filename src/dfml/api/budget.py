@@ -116,6 +116,9 @@ class LedgerBook:
         ledger.per_phase[ledger.phase] += n
         ledger.discarded += n
 
+    def sync(self) -> None:
+        """Nothing: a call a worker waits on, so that its earlier counts (sent without waiting) are booked."""
+
     def summary(self) -> dict:
         """The ledger's :meth:`~QueryLedger.summary`."""
         return self.ledger.summary()
@@ -161,6 +164,10 @@ class BookLedger(QueryLedger):
     def end(self, kept: bool) -> None:
         """The attempt is over (waits until the book has every count of it)."""
         self.book.call("end", self.api, self.token, kept)
+
+    def sync(self) -> None:
+        """Wait until the book has every count of this attempt (the attempt stays open)."""
+        self.book.call("sync")
 
 
 CRASH_ENV = "DFML_TEST_CRASH"  # "<api>:<images>:<marker file>" (tests): a worker dies once mid-API

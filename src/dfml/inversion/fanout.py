@@ -96,8 +96,8 @@ def recover_job(job: RecoverJob, pool: Any, device: torch.device) -> dict:
     except BudgetExhausted as exc:
         ledger.end(kept=False)
         return {"stopped": (exc.api, exc.images, exc.spent, exc.budget, exc.scope)}
-    ledger.end(kept=True)
-    return {"entry": bank_entry(api.name, got)}
+    ledger.sync()  # every count of this attempt is in the book; the driver keeps the attempt once it saved it
+    return {"entry": bank_entry(api.name, got), "token": ledger.token}
 
 
 def recover_on_workers(engine: Engine, jobs: list[RecoverJob], pool: Any,
@@ -107,11 +107,15 @@ def recover_on_workers(engine: Engine, jobs: list[RecoverJob], pool: Any,
     After the first budget refusal no further API starts; those under way finish (or stop too). Returns the
     refusals (empty when every API finished)."""
     batch = engine.map(recover_job, ((j.name, j) for j in jobs), shared=pool)
+    books = {j.name: j.book for j in jobs}
     stops = []
     for name, result in batch:
         if "stopped" in result:
             stops.append(BudgetExhausted(*result["stopped"]))
             batch.stop()
         else:
+            # kept here, not on the worker: an API whose result never reaches this process (the stage stopped on
+            # a lost worker first) stays an open attempt, its images booked as discarded, and is redone
+            books[name].call("end", name, result["token"], True)
             on_entry(name, result["entry"])
     return stops
