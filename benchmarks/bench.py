@@ -3,9 +3,10 @@
     python benchmarks/bench.py [--device auto] [--seconds 20]
     python benchmarks/bench.py --http [--pool models/apis]    # HTTP vs in-process only
 
-Measures, at fixed settings (Omniglot shape 1x28x28, 5-way, Conv4 APIs with
+Measures, at fixed settings (image shape from --image, Omniglot's 1x28x28 by default; 5-way, Conv4 APIs with
 random weights, default inversion and distillation settings from params.yaml):
 - API images/s of a bare `query` call (batches of 1024),
+- images/s of training a Conv4 API as `pretrain` does (Adam, batches of apis.batch_size),
 - API images/s and generator steps/s of zero-order inversion,
 - BiDf-MKD meta-iterations/s, warm-up (bank queries) and with boundary queries, and the warm-up
   with the other meta-gradient order (second order when params say first, and back), and
@@ -166,15 +167,21 @@ def main() -> None:
     ap.add_argument("--http", action="store_true",
                     help="measure only the HTTP backend (a `dfml serve` process) against the in-process one")
     ap.add_argument("--pool", type=Path, default=POOL, help="trained API pool served with --http")
+    ap.add_argument("--image", default="1x28", metavar="CxS",
+                    help="image shape: channels x side (1x28 Omniglot, 3x84 MiniImageNet / CUB)")
     args = ap.parse_args()
+    try:
+        C, S = (int(v) for v in args.image.lower().split("x"))
+    except ValueError:
+        ap.error(f"--image {args.image!r}: give channels x side, e.g. 1x28 or 3x84")
     p = load_params(args.params)
     dev = resolve_device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     inv, dcfg = p.invert, p.distill
     icfg = inv.bidf  # the default recovery method's settings
     ledger = QueryLedger()
-    apis = [RandomConv4API(ledger, dev, s, p.query.chunk) for s in range(4)]
-    out = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    apis = [RandomConv4API(ledger, dev, s, p.query.chunk, C, S) for s in range(4)]
+    out = {"device": str(dev), "image": [C, S, S], "torch": torch.__version__, "threads": torch.get_num_threads(),
            "settings": {"q": icfg.q, "images_per_class": inv.images_per_class,
                         "generator_width": inv.generator.width, "tasks_per_batch": dcfg.tasks_per_batch,
                         "memory_tasks": dcfg.memory_tasks, "support_shots": dcfg.support_shots,
@@ -186,12 +193,23 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
 
-    x = torch.rand(1024, 1, 28, 28, device=dev)
+    x = torch.rand(1024, C, S, S, device=dev)
     r, _ = rate(lambda: apis[0].query(x), args.seconds, sync)
     out["api_query_images_per_s"] = round(r * 1024, 1)
 
+    net = build_classifier("conv4", C, 5, S).to(dev).train()  # what `pretrain` runs: Adam on batches of apis.batch_size
+    opt = torch.optim.Adam(net.parameters(), p.apis.lr)
+    xb, yb = x[:p.apis.batch_size], torch.arange(p.apis.batch_size, device=dev) % 5
+
+    def train_step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xb), yb).backward()
+        opt.step()
+    r, _ = rate(train_step, args.seconds, sync)
+    out["api_train_images_per_s"] = round(r * p.apis.batch_size, 1)
+
     est = build_estimator(icfg, torch.Generator().manual_seed(0))
-    st = new_state(5, inv.images_per_class, 1, 28, inv.generator, 0, dev)
+    st = new_state(5, inv.images_per_class, C, S, inv.generator, 0, dev)
     before = ledger.total
     r, n = rate(lambda: inversion_step(st, apis[0], est, ce_group_loss), args.seconds, sync)
     out["inversion_steps_per_s"] = round(r, 3)
@@ -200,10 +218,10 @@ def main() -> None:
     bank, states = [], []
     small = icfg.model_copy(update={"steps": 2, "extra_steps": 0})  # random-weight APIs: no extra steps for low agreement
     for i, api in enumerate(apis):
-        imgs, probs, s = invert_api(api, inv.images_per_class, 1, 28, small, inv.generator, ImagePrior(), est, i,
+        imgs, probs, s = invert_api(api, inv.images_per_class, C, S, small, inv.generator, ImagePrior(), est, i,
                                     dev)
         bank.append({"images": imgs, "probs": probs}); states.append(s)
-    model = build_meta_model("conv4", 1, 5, 28, 0).to(dev)
+    model = build_meta_model("conv4", C, 5, S, 0).to(dev)
     other = "second_order" if dcfg.first_order else "first_order"
     runs = [(label + vm, after, first, bool(vm))
             for label, after, first in (("bidf_warmup", 10**9, dcfg.first_order), ("bidf_boundary", 0, dcfg.first_order),
@@ -227,7 +245,7 @@ def main() -> None:
     out["second_order_time_ratio"] = round(per_it["second_order"] / per_it["first_order"], 3)  # loop, warm-up
 
     m = p.maml_real
-    xs, xq = torch.rand(25, 1, 28, 28, device=dev), torch.rand(m.query_shots * 5, 1, 28, 28, device=dev)
+    xs, xq = torch.rand(25, C, S, S, device=dev), torch.rand(m.query_shots * 5, C, S, S, device=dev)
     ys = torch.arange(5, device=dev).repeat_interleave(5)
     yq = torch.arange(5, device=dev).repeat_interleave(m.query_shots)
     for label, batched in (("maml", False), ("maml_vmap", True)):
@@ -237,9 +255,9 @@ def main() -> None:
         out[f"{label}_meta_iterations_per_s"] = round(r, 3)
 
     e = 20
-    ex = torch.rand(e, 25, 1, 28, 28, device=dev)
+    ex = torch.rand(e, 25, C, S, S, device=dev)
     ey = ys.expand(e, -1)
-    eq = torch.rand(e, 75, 1, 28, 28, device=dev)
+    eq = torch.rand(e, 75, C, S, S, device=dev)
     params = dict(model.named_parameters())
     r, _ = rate(lambda: adapt_and_predict_batched(model, params, ex, ey, eq, p.evaluate.adapt_steps, 0.1),
                 args.seconds, sync)
