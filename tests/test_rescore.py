@@ -31,10 +31,10 @@ def _data(folder):
     return load_prepared(folder)
 
 
-def _checkpoint(path, seed):
+def _checkpoint(path, seed, inner_lr=0.1):
     m = build_meta_model("conv4", 1, WAYS, SIZE, seed)
     # inner_steps 1: a meta-learned checkpoint adapts with its own inner steps (before: evaluate.adapt_steps 1)
-    torch.save({"arch": "conv4", "state_dict": m.state_dict(), "inner_lr": 0.1, "inner_steps": 1,
+    torch.save({"arch": "conv4", "state_dict": m.state_dict(), "inner_lr": inner_lr, "inner_steps": 1,
                 "best_iteration": 1, "best_val_acc": 50.0, "cost": {"api_images": 0, "seconds": 1.0}}, path)
     return path
 
@@ -54,8 +54,9 @@ def params(raw):
     return p
 
 
-def _score(paths_, params, data, episodes, shots):
-    return score_on_val(paths_, params.evaluate, params.seed, params.ways, data, episodes, shots, torch.device("cpu"))
+def _score(paths_, params, data, episodes, shots, lrs=None):
+    return score_on_val(paths_, params.evaluate, params.seed, params.ways, data, episodes, shots, torch.device("cpu"),
+                        lrs)
 
 
 def test_paired_scores_on_val(tmp_path, params):
@@ -74,6 +75,19 @@ def test_paired_scores_on_val(tmp_path, params):
     assert "8 episodes" in text and f"| `{b}` | 1shot |" in text
 
 
+def test_other_adaptation_lrs_score_as_a_checkpoint_meta_trained_at_that_lr(tmp_path, params):
+    data = _data(tmp_path / "prep")
+    a = _checkpoint(tmp_path / "a.pt", 0)  # own inner lr 0.1
+    at_half = _checkpoint(tmp_path / "half.pt", 0, inner_lr=0.5)  # the same weights, own inner lr 0.5
+    scores = _score([a, at_half], params, data, 8, [1], lrs=[0.1, 0.5])["1shot"]
+    # the own lr is not scored twice; the other lr is a row of its own, paired with the first
+    assert list(scores) == [str(a), f"{a} @ lr 0.5", str(at_half), f"{at_half} @ lr 0.1"]
+    assert scores[str(a)] == _score([a], params, data, 8, [1])["1shot"][str(a)]
+    assert scores[f"{a} @ lr 0.5"]["acc"] == scores[str(at_half)]["acc"]
+    assert scores[f"{at_half} @ lr 0.1"]["acc"] == scores[str(a)]["acc"]
+    assert scores[f"{a} @ lr 0.5"]["acc"] != scores[str(a)]["acc"]
+
+
 def test_missing_checkpoint_names_the_file(tmp_path, params):
     data = _data(tmp_path / "prep")
     with pytest.raises(FileNotFoundError, match="nope.pt not found"):
@@ -88,7 +102,8 @@ def test_cli_prints_and_writes_the_paired_scores(tmp_path, raw, params, monkeypa
     main(["score-val", str(a), str(b), "--episodes", "8", "--shots", "1", "2", "--out", "scores.json"])
     want = _score([a, b], params, data, 8, [1, 2])
     assert capsys.readouterr().out == format_scores(want, 8) + "\n"
-    assert json.loads((tmp_path / "scores.json").read_text()) == {"episodes": 8, "split": "val", "scores": want}
+    assert json.loads((tmp_path / "scores.json").read_text()) == {"episodes": 8, "split": "val", "lrs": None,
+                                                                 "scores": want}
     assert want["1shot"][str(b)]["acc"] != want["1shot"][str(a)]["acc"]
 
 
@@ -102,3 +117,6 @@ def test_cli_missing_checkpoint_exits_2_naming_it(tmp_path, raw, monkeypatch, ca
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "dfml score-val: error: nope.pt: no such checkpoint" in err and str(a) not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["score-val", str(a), "--lrs", "0.1", "0"])
+    assert exc.value.code == 2 and "--lrs 0.1 0.0: every lr must be above 0" in capsys.readouterr().err

@@ -25,15 +25,17 @@ def score_val(args) -> None:
     missing = [p for p in args.checkpoints if not p.is_file()]
     args.checkpoints = [p.resolve() for p in args.checkpoints]
     os.chdir(Path(args.params).resolve().parent)  # the repository of --params, as the pipeline's stages do
+    if args.lrs and min(args.lrs) <= 0:
+        raise ValueError(f"--lrs {' '.join(map(str, args.lrs))}: every lr must be above 0")
     if missing:
         raise FileNotFoundError(f"{', '.join(map(str, missing))}: no such checkpoint (a models/*.pt of a "
                                 "meta-learned run: bidf_mkd, bidf_mkd_whitebox or maml_real)")
     data = load_prepared(paths.PREPARED)
     scores = score_on_val(args.checkpoints, params.evaluate, params.seed, params.ways, data, args.episodes,
-                          args.shots, resolve_device(params.device))
+                          args.shots, resolve_device(params.device), args.lrs)
     print(format_scores(scores, args.episodes))
     if args.out:
-        write_json(args.out, {"episodes": args.episodes, "split": "val", "scores": scores})
+        write_json(args.out, {"episodes": args.episodes, "split": "val", "lrs": args.lrs, "scores": scores})
 
 
 def _score_val_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +44,8 @@ def _score_val_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--episodes", type=int, default=1000, help="meta-val episodes per shot (default 1000)")
     p.add_argument("--shots", type=int, nargs="+", default=[1], help="shots (default: 1)")
+    p.add_argument("--lrs", type=float, nargs="+", help="also adapt each checkpoint at these lrs (its own inner "
+                                                        "steps) instead of its own inner lr")
     p.add_argument("--out", type=Path, help="also write the scores as JSON here")
 
 

@@ -25,16 +25,26 @@ from .params import EvaluateParams
 
 
 def score_on_val(paths: list[Path], cfg: EvaluateParams, seed: int, ways: int, data: Prepared, episodes: int,
-                 shots: list[int], device: torch.device) -> dict:
-    """``{"<K>shot": {path: {"acc", "ci95", "minus_first", "minus_first_ci95"}}}`` over `episodes` meta-val
+                 shots: list[int], device: torch.device, lrs: list[float] | None = None) -> dict:
+    """``{"<K>shot": {row: {"acc", "ci95", "minus_first", "minus_first_ci95"}}}`` over `episodes` meta-val
     episodes per shot (seed ``derive_seed(seed, "score-val", K)``); `paths` are meta-learned checkpoints
-    (``models/bidf_mkd.pt``, ``models/maml_real.pt`` or copies of them from other experiments)."""
+    (``models/bidf_mkd.pt``, ``models/maml_real.pt`` or copies of them from other experiments).
+
+    A row is a checkpoint adapted at its own inner lr (row: the path). With `lrs`, each checkpoint also adapts
+    at each of those lrs (row ``"<path> @ lr <lr>"``, its own inner steps): does a meta-learned model adapt better
+    at another lr than the one it was meta-trained with? The first row (the first path, own lr) is the reference.
+    """
     cands = {str(p): meta_learned(Path(p), data.channels, ways, data.image_size, device) for p in paths}
     out = {}
     for k in shots:
         eps = sample_episodes(data, "val", episodes, ways, k, cfg.query, derive_seed(seed, "score-val", k), "evaluate")
-        accs = {p: episode_accuracies(c.model, c.params, data, eps, c.own_lr, c.own_steps, cfg.episode_batch, device)
-                for p, c in cands.items()}
+        accs = {}
+        for p, c in cands.items():
+            accs[p] = episode_accuracies(c.model, c.params, data, eps, c.own_lr, c.own_steps, cfg.episode_batch,
+                                         device)
+            for lr in [x for x in lrs or [] if x != c.own_lr]:
+                accs[f"{p} @ lr {lr:g}"] = episode_accuracies(c.model, c.params, data, eps, lr, c.own_steps,
+                                                               cfg.episode_batch, device)
         first = accs[str(paths[0])]
         out[f"{k}shot"] = {p: {"acc": round(float(a.mean()), 3), "ci95": round(ci95(a), 3),
                                "minus_first": round(float((a - first).mean()), 3),
