@@ -105,6 +105,8 @@ def test_collect_copies_a_fake_experiment_into_results(tmp_path, monkeypatch):
                              "pretrain": {"seconds": 700.0, "peak_rss_mb": 2000.0},
                              "evaluate_model@random": {"seconds": 3.5, "peak_rss_mb": 900.0}}
     assert not (repo / out / "metrics" / "invert.json").exists()  # absent in the experiment: absent here
+    # collected again from the same experiment (dfml profile collect): the run's measured record is kept
+    assert json.loads((repo / collect("demo") / "run.json").read_text()) == run
     # an experiment that did not finish (no eval.json) is refused, and the old results stay whole
     (repo / "broken").write_text("x")
     _git(repo, "add", "-A")

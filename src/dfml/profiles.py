@@ -46,7 +46,8 @@ _STAGE_METRICS = {paths.DATA_METRICS: "prepare", paths.POOL_METRICS: "pretrain",
                   **{paths.model_metrics(b): f"baseline@{b}" for b in BASELINE_NAMES}}
 RESULT_FILES = tuple(str(p) for p in (
     paths.EVAL_JSON, paths.EVAL_SETTINGS, *_STAGE_METRICS, paths.EPISODES_CSV, paths.SUMMARY_MD, paths.SUMMARY_PNG,
-    paths.EVAL_PNG, paths.invert_samples(BLACKBOX), paths.curve_csv(BLACKBOX), paths.curve_png(BLACKBOX),
+    paths.EVAL_PNG, *(f(v) for v in (BLACKBOX, WHITEBOX) for f in (paths.invert_samples, paths.curve_csv,
+                                                                    paths.curve_png)),
     paths.MAML_CURVE_CSV, paths.MAML_CURVE_PNG, Path("params.yaml"), Path("dvc.lock")))
 REQUIRED = tuple(str(p) for p in (paths.EVAL_JSON, paths.EVAL_SETTINGS, paths.DATA_METRICS, paths.EPISODES_CSV,
                                   paths.SUMMARY_MD, Path("params.yaml")))
@@ -161,7 +162,9 @@ def collect(name: str, rev: str | None = None, run: dict | None = None) -> Path:
 
     Every file of :data:`RESULT_FILES` the experiment has is copied; :data:`REQUIRED` ones must be there.
     ``run.json`` gets `run` (what :func:`run_profile` measured) and each stage's seconds and peak memory.
-    The folder is replaced as a whole (written beside it, then renamed): never half old, half new.
+    Collected again from the same experiment without `run` (``dfml profile collect``, say after this list of
+    files grew), the run's record already in ``results/<name>/run.json`` (command, commit, wall time, machine)
+    is kept. The folder is replaced as a whole (written beside it, then renamed): never half old, half new.
     """
     rev = rev or experiment_rev(name)
     files = {p: data for p in RESULT_FILES if (data := _show(rev, p)) is not None}
@@ -169,6 +172,10 @@ def collect(name: str, rev: str | None = None, run: dict | None = None) -> Path:
     if missing:
         raise ProfileError(f"experiment {rev[:10]} has no {', '.join(missing)}: it did not finish; rerun it")
     out = RESULTS / name
+    if run is None and (out / "run.json").is_file():
+        before = json.loads((out / "run.json").read_text())
+        if before.get("experiment") == rev:
+            run = {k: v for k, v in before.items() if k not in ("profile", "experiment", "stages")}
     tmp = out.with_name(f".{name}.tmp")
     subprocess.run(["rm", "-rf", str(tmp)], check=True)
     for path, data in files.items():
