@@ -132,6 +132,8 @@ def test_grids_expand_and_collect_a_fake_experiment(tmp_path, monkeypatch):
     cmds = grids.run_grid("recovery-methods", only=[5], dry_run=True)
     assert cmds[0][cmds[0].index("--name") + 1] == "recovery-methods-5"
     assert "invert.method=surrogate" in cmds[0] and "query.answer=topk" in cmds[0]
+    with pytest.raises(ProfileError, match=r"--only 2: grid miniimagenet-inner-lr has runs 0 to 1"):
+        grids.run_grid("miniimagenet-inner-lr", only=[1, 2], dry_run=True)  # never silently skipped
 
     repo = tmp_path / "repo"
     (repo / "profiles" / "grids").mkdir(parents=True)

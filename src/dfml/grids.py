@@ -83,6 +83,10 @@ def run_grid(name: str, only: list[int] | None = None, dry_run: bool = False) ->
     from .profiles import merge
 
     runs = load_grid(name)
+    unknown = sorted(set(only or []) - set(range(len(runs))))
+    if unknown:
+        raise ProfileError(f"--only {','.join(map(str, unknown))}: grid {name} has runs 0 to {len(runs) - 1} "
+                           "(`dfml grid run NAME --dry-run` lists them in order)")
     base = yaml.safe_load(Path("params.yaml").read_text())
     cmds = []
     for i, flat in enumerate(runs):
@@ -198,7 +202,7 @@ def add_arguments(parser) -> None:
     sub.add_parser("list", help="the grids and what each is")
     r = sub.add_parser("run", help="run a grid's experiments and write results/<name>/")
     r.add_argument("name")
-    r.add_argument("--only", help="comma-separated run indices (default: all)")
+    r.add_argument("--only", help="comma-separated run indices, from 0 (default: all)")
     r.add_argument("--dry-run", action="store_true", help="check the params, print the commands, run nothing")
     c = sub.add_parser("collect", help="write results/<name>/ from the grid's finished experiments")
     c.add_argument("name")
@@ -213,7 +217,10 @@ def main(args) -> None:
     elif args.action == "collect":
         print(f"wrote {collect_grid(args.name)}")
     else:
-        only = [int(i) for i in args.only.split(",")] if args.only else None
+        try:
+            only = [int(i) for i in args.only.split(",")] if args.only else None
+        except ValueError:
+            raise ProfileError(f"--only {args.only}: give run indices separated by commas, e.g. --only 0,3") from None
         cmds = run_grid(args.name, only, args.dry_run)
         if args.dry_run:
             for cmd in cmds:
