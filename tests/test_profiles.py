@@ -165,3 +165,10 @@ def test_grids_expand_and_collect_a_fake_experiment(tmp_path, monkeypatch):
     assert rows[1]["acc_1shot"] == "71.0" and rows[1]["api_images"] == "2000" and rows[1]["random_5shot"] == "75.0"
     assert (repo / out / "tradeoff_queries.png").stat().st_size > 0
     assert (repo / out / "runs" / "g-1" / "metrics" / "eval.json").is_file()
+    # the experiment refs gone (a fresh clone, another machine): a collect keeps the rows already collected
+    before = (repo / out / "summary.csv").read_text()
+    for i in range(2):
+        _git(repo, "update-ref", "-d", f"refs/exps/{head[:2]}/{head[2:]}/g-{i}")
+    assert (repo / grids.collect_grid("g") / "summary.csv").read_text() == before
+    (repo / out / "runs" / "g-0" / "metrics" / "eval.json").unlink()  # no eval.json kept: that row is left out
+    assert [r["answer"] for r in csv.DictReader((repo / grids.collect_grid("g") / "summary.csv").open())] == ["label"]

@@ -12,6 +12,10 @@ come from DVC's run cache), then ``dfml grid collect <name>`` (also run at the e
 - ``tradeoff_queries.png``: accuracy with 95% error bars against total API images (log x axis), one line per
   recovery method and answer mode, one panel per shot;
 - ``runs/<name>-<i>/``: each run's ``metrics/eval.json``, ``invert.json``, ``distill.json`` and ``params.yaml``.
+
+A run whose experiment is not in this repository (it ran in another clone or on another machine) but whose
+``runs/<name>-<i>/`` is already under ``results/<name>/`` keeps its row: a grid's rows can be run a few at a time
+(``--only``) in different sessions, each collect adding to the rows before it.
 """
 
 from __future__ import annotations
@@ -130,12 +134,16 @@ def collect_grid(name: str) -> Path:
     for i, flat in enumerate(runs):
         exp = f"{name}-{i}"
         rev = _rev(exp)
-        files = {str(p): _show(rev, str(p)) for p in RUN_FILES} if rev else {}
-        if not rev or files.get(str(paths.EVAL_JSON)) is None:
+        if rev:
+            files = {str(p): _show(rev, str(p)) for p in RUN_FILES}
+        else:  # collected before (another clone or machine): results/<name>/runs/<exp>/ holds its files
+            kept = out / "runs" / exp
+            files = {str(p): (kept / p).read_bytes() if (kept / p).is_file() else None for p in RUN_FILES}
+        if files.get(str(paths.EVAL_JSON)) is None:
             print(f"[grid {name}] {exp}: no finished experiment; left out", file=sys.stderr)
             continue
         for path, data in files.items():
-            if data is not None:
+            if data is not None and rev:
                 atomic_write_bytes(out / "runs" / exp / path, data)
         ev = json.loads(files[str(paths.EVAL_JSON)])
         inv = json.loads(files[RUN_FILES[1].as_posix()] or b"{}")
