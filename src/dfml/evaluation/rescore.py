@@ -40,11 +40,10 @@ def score_on_val(paths: list[Path], cfg: EvaluateParams, seed: int, ways: int, d
         eps = sample_episodes(data, "val", episodes, ways, k, cfg.query, derive_seed(seed, "score-val", k), "evaluate")
         accs = {}
         for p, c in cands.items():
-            accs[p] = episode_accuracies(c.model, c.params, data, eps, c.own_lr, c.own_steps, cfg.episode_batch,
-                                         device)
-            for lr in [x for x in lrs or [] if x != c.own_lr]:
-                accs[f"{p} @ lr {lr:g}"] = episode_accuracies(c.model, c.params, data, eps, lr, c.own_steps,
-                                                               cfg.episode_batch, device)
+            for lr in [c.own_lr, *(x for x in lrs or [] if x != c.own_lr)]:
+                row = p if lr == c.own_lr else f"{p} @ lr {lr:g}"
+                accs[row] = episode_accuracies(c.model, c.params, data, eps, lr, c.own_steps, cfg.episode_batch,
+                                               device)
         first = accs[str(paths[0])]
         out[f"{k}shot"] = {p: {"acc": round(float(a.mean()), 3), "ci95": round(ci95(a), 3),
                                "minus_first": round(float((a - first).mean()), 3),
