@@ -24,7 +24,8 @@ from dfml.data.prepared import load_prepared, save_prepared
 from dfml.data.raw import SPLITS, RawDataset
 from dfml.data.sources import get_source, split_list
 from dfml.owner.params import PoolParams
-from dfml.owner.pool import build_pool, draw_architectures, plan_pool, pool_index, pool_metrics
+from dfml.owner.pool import (build_pool, draw_architectures, epochs_for, plan_pool, pool_index, pool_metrics,
+                             steps_per_epoch, train_api)
 from dfml.params import validate
 from dfml.pipeline.evaluate_model import evaluate_model
 from dfml.pipeline.prepare import prepare
@@ -171,6 +172,27 @@ def test_sh_pool_records_drawn_architectures_and_keeps_the_ss_classes(tmp_path, 
     metrics = pool_metrics(sh_cfg, 2, None, sh)
     assert metrics["architectures"] == {a: drawn.count(a) for a in ("conv4", "resnet10")}
     assert "arch" not in metrics and pool_metrics(_apis_cfg(params), 2, None, ss)["arch"] == "conv4"
+
+
+def test_min_steps_gives_an_api_with_few_images_more_epochs(tmp_path, params):
+    # an Omniglot API (80 training images) takes 1 step an epoch, a MiniImageNet one (2,000) 16; a last batch of
+    # one image is skipped
+    assert [steps_per_epoch(n, 128) for n in (80, 2000, 129, 130)] == [1, 16, 1, 2]
+    assert epochs_for(80, _apis_cfg(params, epochs=12, batch_size=128, min_steps=192)) == 192
+    assert epochs_for(2000, _apis_cfg(params, epochs=12, batch_size=128, min_steps=192)) == 12
+    assert epochs_for(80, _apis_cfg(params, epochs=12, batch_size=128)) == 12  # 0: apis.epochs
+    data = _toy_prepared(tmp_path, classes=12)  # 2 ways x 5 training images, batch 8: 2 steps an epoch
+    cpu = torch.device("cpu")
+
+    def weights(**over):
+        state, _ = train_api(data, [0, 1], "conv4", _apis_cfg(params, **over), 7, cpu)
+        return state
+
+    one, two = weights(epochs=1), weights(epochs=2)
+    assert all(torch.equal(one[k], weights(epochs=1, min_steps=2)[k]) for k in one)  # 1 epoch has 2 steps
+    three_steps = weights(epochs=1, min_steps=3)  # needs a second epoch: the same as epochs 2
+    assert all(torch.equal(two[k], three_steps[k]) for k in two)
+    assert not all(torch.equal(one[k], two[k]) for k in one)
 
 
 def test_mh_pool_takes_datasets_round_robin(tmp_path, params):

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import annotated_types as at
 
-from ..core.schema import Distinct, Field, PosFloat, PosInt, Section
+from ..core.schema import Distinct, Field, NonNegInt, PosFloat, PosInt, Section
 
 ARCHS = ("conv4", "resnet10", "resnet18")
 Arch = Literal["conv4", "resnet10", "resnet18"]
@@ -24,6 +24,10 @@ class PoolParams(Section):
     train_fraction: Annotated[float, at.Ge(0.05), at.Le(0.95)] = Field(
         description="share of each class's images an API trains on; it reports accuracy on the rest")
     epochs: PosInt = Field(description="training epochs per API")
+    min_steps: NonNegInt = Field(
+        description="at least this many optimizer steps per API: an API whose `apis.epochs` give fewer trains "
+                    "for more epochs (0: `apis.epochs` for every API). For mh, whose datasets differ in images "
+                    "per class (an Omniglot API has 80 training images, a MiniImageNet API 2,000)")
     batch_size: Annotated[int, at.Ge(2)] = Field(description="training batch")
     optimizer: Literal["auto", "adam", "sgd"] = Field(
         description="auto: Adam for conv4, SGD (momentum 0.9, weight decay 5e-4) for ResNets")

@@ -12,6 +12,7 @@ ss: every API is `apis.arch`; sh: each API's architecture is drawn by seed from
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,22 @@ def _optimizer(name: str, arch: str, params, lr: float):
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over `n_train` images in batches of `batch_size` (a last batch of one image
+    is skipped: batch norm needs two)."""
+    full, rest = divmod(n_train, batch_size)
+    return full + (rest >= 2)
+
+
+def epochs_for(n_train: int, cfg: PoolParams) -> int:
+    """The epochs an API with `n_train` training images trains for: ``apis.epochs``, or the fewest epochs that
+    give ``apis.min_steps`` optimizer steps when that is more."""
+    per_epoch = steps_per_epoch(n_train, cfg.batch_size)
+    if not cfg.min_steps or not per_epoch:
+        return cfg.epochs
+    return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
+
+
 def train_api(data: Prepared, classes: list[int], arch: str, cfg: PoolParams, seed: int,
               device: torch.device) -> tuple[dict, float]:
     """Train one API on `classes`; return (state_dict, held-out accuracy in [0, 1])."""
@@ -60,7 +77,7 @@ def train_api(data: Prepared, classes: list[int], arch: str, cfg: PoolParams, se
     net = net.to(memory_format=torch.channels_last)  # as it is served (InProcessAPI); faster on CPU
     opt = _optimizer(cfg.optimizer, arch, net.parameters(), cfg.lr)
     bs = cfg.batch_size
-    for _ in range(cfg.epochs):
+    for _ in range(epochs_for(len(ytr), cfg)):
         net.train()
         perm = torch.randperm(len(ytr), generator=gen).to(device)
         for s in range(0, len(perm), bs):
