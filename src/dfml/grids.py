@@ -24,6 +24,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -181,7 +182,9 @@ def tradeoff_png(rows: list[dict], path: Path) -> None:
     random's accuracy (no API image) as a dashed reference."""
     from .reporting.plots import plt, save_png
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), squeeze=False)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), squeeze=False)
     series = sorted({(r["method"], r["answer"]) for r in rows})
     colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(sorted({m for m, _ in series}))}
     markers = dict(zip(["probs", "topk", "label", "rounded"], "os^D"))
@@ -197,11 +200,16 @@ def tradeoff_png(rows: list[dict], path: Path) -> None:
         if randoms:
             ax.axhline(sum(randoms) / len(randoms), color="grey", linestyle="--", label="random (no API image)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))  # 10,000 20,000 50,000 100,000 ...
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("total API images (invert + distill), log scale")
         ax.set_ylabel("bidf_mkd meta-test accuracy (%) +- 95% CI")
         ax.set_title(shot.replace("shot", "-shot"))
         ax.grid(alpha=.3)
-    axes[0, 1].legend(fontsize=7, ncol=2, loc="lower right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 5), loc="lower center")  # below: off the data
+    fig.subplots_adjust(bottom=0.11 + 0.045 * math.ceil(len(labels) / 5))
     save_png(fig, path)
 
 
