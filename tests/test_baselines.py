@@ -196,7 +196,9 @@ def test_baseline_stage_writes_a_checkpoint_that_evaluate_loads(tmp_path, monkey
         assert cand.own_lr is None and cand.info["checkpoint"] == f"models/{name}.pt"
         own = json.loads((root / f"metrics/{name}.json").read_text())
         assert cand.cost["api_images"] == own["api_images"]
-        assert cand.cost["seconds"] == pytest.approx(10 + own["seconds"], abs=0.011)  # invert's 10 s included
+        cost = json.loads((root / f"metrics/cost/{name}.json").read_text())  # the seconds: not in the checkpoint
+        assert cand.cost == {"api_images": cost["api_images"]}
+        assert cost["seconds"] == pytest.approx(10 + own["seconds"], abs=0.011)  # invert's 10 s included
         assert cand.model(torch.rand(4, 1, SIZE, SIZE)).shape == (4, WAYS)
 
 
@@ -206,10 +208,12 @@ def test_baseline_stage_is_reproducible(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     baseline("best_api", params)
     first = torch.load(root / "models/best_api.pt", weights_only=False)
+    first_bytes = (root / "models/best_api.pt").read_bytes()
     baseline("best_api", params)
     again = torch.load(root / "models/best_api.pt", weights_only=False)
-    for ck in (first, again):  # wall-clock seconds of training: the one thing a rerun changes
-        assert ck["cost"].pop("seconds") >= 10  # invert's 10 s included
+    # the wall-clock seconds, the one thing a rerun changes, are kept out of the checkpoint: the same bytes twice
+    assert (root / "models/best_api.pt").read_bytes() == first_bytes
+    assert json.loads((root / "metrics/cost/best_api.json").read_text())["seconds"] >= 10  # invert's 10 s included
     assert first.keys() == again.keys() and first["cost"] == again["cost"] and first["info"] == again["info"]
     assert all(torch.equal(v, again["state_dict"][k]) for k, v in first["state_dict"].items())
 
@@ -251,6 +255,9 @@ def test_per_model_evaluation_and_merge(tmp_path, monkeypatch):
     before = (root / "plots/episodes/random.csv").read_text()
     evaluate_model("random", params)
     assert (root / "plots/episodes/random.csv").read_text() == before
+    (root / "metrics/cost/random.json").unlink()  # a model whose training cost is missing is named
+    with pytest.raises(FileNotFoundError, match=r"metrics/cost/random\.json not found.*run dvc repro"):
+        evaluate(params)
 
 
 def test_merge_names_a_model_without_evaluation(tmp_path, monkeypatch):

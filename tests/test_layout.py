@@ -105,14 +105,15 @@ def test_artifact_paths_are_written_once():
     known |= {str(f(v)) for f in (paths.bank, paths.invert_metrics, paths.invert_samples, paths.distill_metrics,
                                   paths.curve_csv, paths.curve_png) for v in __import__(
         "dfml.inversion.variants", fromlist=["VARIANTS"]).VARIANTS.values()}
-    known |= {str(paths.model(n)) for n in ("random", "maml_real", "bidf_mkd", "bidf_mkd_whitebox")}
+    known |= {str(f(n)) for n in ("random", "maml_real", "bidf_mkd", "bidf_mkd_whitebox")
+              for f in (paths.model, paths.cost_json)}
     steps = [paths.MAML_STEPS] + [paths.steps_dir(v) for v in __import__(
         "dfml.inversion.variants", fromlist=["VARIANTS"]).VARIANTS.values()]
     known |= {str(d / "metrics.json") for d in steps} | {str(d / "plots" / "metrics") for d in steps}
     templated = {o for o in outs if "${item}" in o}
     assert outs - templated <= known, sorted(outs - templated - known)
-    assert templated == {"models/${item}.pt", "metrics/${item}.json", "metrics/eval/${item}.json",
-                         "plots/episodes/${item}.csv"}
+    assert templated == {"models/${item}.pt", "metrics/${item}.json", "metrics/cost/${item}.json",
+                         "metrics/eval/${item}.json", "plots/episodes/${item}.csv"}
     for name in ("best_api",):
         assert str(paths.model(name)) == "models/best_api.pt" and str(paths.model_metrics(name)) == "metrics/best_api.json"
     assert str(paths.eval_json("x")) == "metrics/eval/x.json" and str(paths.episodes_csv("x")) == "plots/episodes/x.csv"

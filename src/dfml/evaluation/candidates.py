@@ -27,7 +27,8 @@ class Candidate:
     Attributes:
         model: the module (for its structure); params: its parameters (detached).
         own_lr, own_steps: how a meta-learned model adapts (its inner lr and steps); None for the others.
-        info: what the report says of it; cost: ``{"api_images", "seconds"}`` of its training.
+        info: what the report says of it; cost: ``{"api_images"}`` of its training (the seconds are in
+        ``metrics/cost/<name>.json``, not in the checkpoint: a checkpoint's bytes do not depend on the clock).
     """
 
     model: nn.Module
@@ -53,7 +54,7 @@ def _load(path: Path, channels: int, ways: int, image_size: int, device: torch.d
                          "retrain it")
     m = build_meta_model(ck["arch"], channels, ways, image_size, 0).to(device)
     m.load_state_dict(ck["state_dict"])
-    cost = {"api_images": int(ck["cost"]["api_images"]), "seconds": round(float(ck["cost"]["seconds"]), 2)}
+    cost = {"api_images": int(ck["cost"]["api_images"])}
     return m, ck, cost
 
 

@@ -4,8 +4,8 @@
 
 Reads ``data/bank`` (no API query), ``models/apis/pool.json`` (the owner's reported accuracies) and
 ``metrics/invert.json``; writes ``models/<name>.pt`` (``{"name", "arch": "conv4", "state_dict", "info",
-"cost"}``, the N-way initialisation; ``cost``: its API images and seconds, inversion included) and
-``metrics/<name>.json``: ``api_images`` (the `invert` images of the APIs whose recovered tasks it used: no query
+"cost": {"api_images"}}``, the N-way initialisation), ``metrics/cost/<name>.json`` (its API images and seconds,
+inversion included) and ``metrics/<name>.json``: ``api_images`` (the `invert` images of the APIs whose recovered tasks it used: no query
 is sent here), ``seconds`` (this training alone), the steps, losses and agreement of training.
 """
 
@@ -34,7 +34,8 @@ def baseline(name: str, params: Params) -> dict:
     api_images = sum(per_api[a] for a in result.apis)
     cost = {"api_images": api_images, "seconds": round(invert["seconds"] + t["seconds"], 2)}
     torch_save_atomic({"name": name, "arch": "conv4", "state_dict": result.state_dict, "info": result.info,
-                       "cost": cost}, paths.model(name))
+                       "cost": {"api_images": api_images}}, paths.model(name))
+    write_json(paths.cost_json(name), cost)
     metrics = {"api_images": api_images, "apis_used": len(result.apis), **result.info,
                **result.training, "seconds": round(t["seconds"], 2), "peak_rss_mb": peak_rss_mb(),
                "device": str(device)}

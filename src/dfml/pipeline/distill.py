@@ -4,8 +4,8 @@ Hu et al., ICML 2023, Sec. 3.3-3.5 (:class:`dfml.meta.bidf.BiDfTaskSampler`, :cl
 Resumable (:mod:`dfml.runtime.checkpoint`): every ``runtime.checkpoint_every.distill`` meta-iterations the whole run
 (meta model, Adam, curve, best checkpoint, sampler and direction RNGs, task memory, changed inversion states with
 their optimisers, ledger) is saved under ``checkpoints/distill``; killed, or stopped by the API image budget
-(exit 3), the stage continues from there when run again. Writes ``models/bidf_mkd.pt``, ``metrics/distill.json``
-and the curve (``plots/distill_curve.csv`` / ``.png``); the white-box variant (stage `whitebox_distill`) writes
+(exit 3), the stage continues from there when run again. Writes ``models/bidf_mkd.pt``, ``metrics/distill.json``,
+``metrics/cost/bidf_mkd.json`` (API images and seconds, inversion included) and the curve (``plots/distill_curve.csv`` / ``.png``); the white-box variant (stage `whitebox_distill`) writes
 ``models/bidf_mkd_whitebox.pt`` and ``_whitebox`` files.
 """
 
@@ -114,12 +114,14 @@ def _distill(params: Params, variant: Variant, ck: Checkpoint) -> None:
                 f"what was spent: {paths.distill_metrics(variant)}")
         raise BudgetStop(stop_message(exc, ledger, kept)) from exc
     info = {"arch": "conv4", "inner_lr": cfg.inner_lr, "inner_steps": cfg.inner_steps,
-            "cost": {"api_images": ledger.total, "seconds": round(invert["seconds"] + trainer.elapsed, 2)}}
+            "cost": {"api_images": ledger.total}}
     chosen = save_run(trainer, variant.model, info, paths.model(variant.model), paths.curve_csv(variant),
                       paths.curve_png(variant), variant.title, paths.steps_dir(variant))
     write_json(paths.distill_metrics(variant), {"complete": True, "iterations": cfg.iterations, **chosen,
                                                 "boundary_queries_to": oracle.kind,
                                                 **_spend(ledger, trainer.elapsed, device)})
+    write_json(paths.cost_json(variant.model),
+               {"api_images": ledger.total, "seconds": round(invert["seconds"] + trainer.elapsed, 2)})
     ck.finish()
     print(f"BiDf-MKD: best meta-val {chosen['best_val_acc']:.2f}% at iteration {chosen['best_iteration']}; "
           f"{ledger.per_phase['distill']:,} API images in distill, {ledger.total:,} in all")

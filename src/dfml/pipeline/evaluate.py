@@ -1,7 +1,8 @@
 """Stage `evaluate`: the merge of the per-model evaluations, the files the report and `dvc metrics` read.
 
 ``metrics/eval.json``: per model of ``run.evaluate`` (in that order) each shot's ``{"acc", "ci95"}`` plus
-``api_images`` and ``seconds`` of its training (from ``metrics/eval/<name>.json``);
+``api_images`` (from ``metrics/eval/<name>.json``) and ``seconds`` of its training (from
+``metrics/cost/<name>.json``, written by the stage that trains it);
 ``metrics/eval_settings.json``: the protocol, every model's adaptation settings and what each evaluation cost
 (``resources``: seconds and peak memory); ``plots/episodes.csv``: every model's per-episode accuracies;
 ``plots/eval.png``: the accuracies as bars.
@@ -28,10 +29,14 @@ def evaluate(params: Params) -> dict:
             raise FileNotFoundError(f"{path} not found: model {name!r} of run.evaluate has no evaluation; run "
                                     "dvc repro")
         per_model[name] = read_json(path)
+        if not paths.cost_json(name).is_file():
+            raise FileNotFoundError(f"{paths.cost_json(name)} not found: the training cost of model {name!r} of "
+                                    "run.evaluate is written by the stage that trains it; run dvc repro")
     protocols = {name: m["protocol"] for name, m in per_model.items()}
     if len({repr(p) for p in protocols.values()}) > 1:
         raise ValueError(f"the per-model evaluations used different episodes ({protocols}); run dvc repro")
-    results = {name: {**m["results"], **m["cost"]} for name, m in per_model.items()}
+    results = {name: {**m["results"], "api_images": m["cost"]["api_images"],
+                      "seconds": read_json(paths.cost_json(name))["seconds"]} for name, m in per_model.items()}
     devices = sorted({m["device"] for m in per_model.values()})
     write_json(paths.EVAL_JSON, results)
     write_json(paths.EVAL_SETTINGS, {

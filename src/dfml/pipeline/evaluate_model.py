@@ -3,8 +3,8 @@
 
     python -m dfml.pipeline.evaluate_model <name> [--params params.yaml]
 
-``metrics/eval/<name>.json``: ``{"model", "results": {"<K>shot": {"acc", "ci95"}}, "cost": {"api_images",
-"seconds"} (of its training, from its checkpoint), "settings", "protocol", "seconds", "peak_rss_mb",
+``metrics/eval/<name>.json``: ``{"model", "results": {"<K>shot": {"acc", "ci95"}}, "cost": {"api_images"} (of
+its training, from its checkpoint), "settings", "protocol", "seconds", "peak_rss_mb",
 "device"}``; ``plots/episodes/<name>.csv``: ``model, [dataset,] shot, episode, acc``.
 """
 

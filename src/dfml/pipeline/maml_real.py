@@ -1,5 +1,6 @@
 """Stage `maml_real`: MAML (Finn et al., ICML 2017) on real meta-train images, the upper reference (not
-data-free). Writes ``models/maml_real.pt``, ``metrics/maml_real.json`` and its meta-val curve."""
+data-free). Writes ``models/maml_real.pt``, ``metrics/maml_real.json``, ``metrics/cost/maml_real.json`` and its
+meta-val curve."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ def maml_real(params: Params) -> None:
     with timer() as t:
         trainer.run(cfg.iterations, tasks, cfg.val_every, desc="MAML (real data)")
     info = {"arch": "conv4", "inner_lr": cfg.inner_lr, "inner_steps": cfg.inner_steps,
-            "cost": {"api_images": 0, "seconds": round(t["seconds"], 2)}}
+            "cost": {"api_images": 0}}
     chosen = save_run(trainer, "maml_real", info, paths.model("maml_real"), paths.MAML_CURVE_CSV,
                       paths.MAML_CURVE_PNG, "MAML on real meta-train images", paths.MAML_STEPS)
     write_json(paths.MAML_METRICS, {"iterations": cfg.iterations, **chosen, "first_order": cfg.first_order,
                                     "seconds": round(t["seconds"], 2), "peak_rss_mb": peak_rss_mb(),
                                     "device": str(device)})
+    write_json(paths.cost_json("maml_real"), {"api_images": 0, "seconds": round(t["seconds"], 2)})
     print(f"MAML (real): best meta-val {chosen['best_val_acc']:.2f}% at iteration {chosen['best_iteration']}")
 
 

@@ -26,6 +26,7 @@ MAML_CURVE_PNG = Path("plots/maml_real_curve.png")
 MAML_METRICS = Path("metrics/maml_real.json")
 MAML_STEPS = Path("plots/maml_real")  # DVCLive's step metrics
 
+COST_DIR = Path("metrics/cost")  # each model's training cost, {"api_images", "seconds"}: not in its checkpoint
 EVAL_DIR = Path("metrics/eval")
 EPISODES_DIR = Path("plots/episodes")
 EVAL_JSON = Path("metrics/eval.json")
@@ -46,6 +47,12 @@ def model(name: str) -> Path:
 def model_metrics(name: str) -> Path:
     """A baseline's training metrics."""
     return Path("metrics") / f"{name}.json"
+
+
+def cost_json(name: str) -> Path:
+    """Model `name`'s training cost, written by the stage that trains it. The wall seconds are kept out of the
+    checkpoint so that the same params and seed give the same checkpoint bytes, and DVC skips the evaluation."""
+    return COST_DIR / f"{name}.json"
 
 
 def eval_json(name: str) -> Path:
