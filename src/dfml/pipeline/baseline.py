@@ -5,8 +5,8 @@
 Reads ``data/bank`` (no API query), ``models/apis/pool.json`` (the owner's reported accuracies) and
 ``metrics/invert.json``; writes ``models/<name>.pt`` (``{"name", "arch": "conv4", "state_dict", "info",
 "cost": {"api_images"}}``, the N-way initialisation), ``metrics/cost/<name>.json`` (its API images and seconds,
-inversion included) and ``metrics/<name>.json``: ``api_images`` (the `invert` images of the APIs whose recovered tasks it used: no query
-is sent here), ``seconds`` (this training alone), the steps, losses and agreement of training.
+inversion included) and ``metrics/<name>.json``: ``api_images`` (the `invert` images of the APIs whose recovered
+tasks it used: no query is sent here), ``seconds`` (this training alone), the steps, losses and agreement of training.
 """
 
 from __future__ import annotations

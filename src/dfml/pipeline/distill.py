@@ -5,7 +5,8 @@ Resumable (:mod:`dfml.runtime.checkpoint`): every ``runtime.checkpoint_every.dis
 (meta model, Adam, curve, best checkpoint, sampler and direction RNGs, task memory, changed inversion states with
 their optimisers, ledger) is saved under ``checkpoints/distill``; killed, or stopped by the API image budget
 (exit 3), the stage continues from there when run again. Writes ``models/bidf_mkd.pt``, ``metrics/distill.json``,
-``metrics/cost/bidf_mkd.json`` (API images and seconds, inversion included) and the curve (``plots/distill_curve.csv`` / ``.png``); the white-box variant (stage `whitebox_distill`) writes
+``metrics/cost/bidf_mkd.json`` (API images and seconds, inversion included) and the curve
+(``plots/distill_curve.csv`` / ``.png``); the white-box variant (stage `whitebox_distill`) writes
 ``models/bidf_mkd_whitebox.pt`` and ``_whitebox`` files.
 """
 

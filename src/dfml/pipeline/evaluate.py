@@ -28,15 +28,15 @@ def evaluate(params: Params) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: model {name!r} of run.evaluate has no evaluation; run "
                                     "dvc repro")
-        per_model[name] = read_json(path)
         if not paths.cost_json(name).is_file():
             raise FileNotFoundError(f"{paths.cost_json(name)} not found: the training cost of model {name!r} of "
                                     "run.evaluate is written by the stage that trains it; run dvc repro")
+        per_model[name] = {**read_json(path), "seconds_trained": read_json(paths.cost_json(name))["seconds"]}
     protocols = {name: m["protocol"] for name, m in per_model.items()}
     if len({repr(p) for p in protocols.values()}) > 1:
         raise ValueError(f"the per-model evaluations used different episodes ({protocols}); run dvc repro")
     results = {name: {**m["results"], "api_images": m["cost"]["api_images"],
-                      "seconds": read_json(paths.cost_json(name))["seconds"]} for name, m in per_model.items()}
+                      "seconds": m["seconds_trained"]} for name, m in per_model.items()}
     devices = sorted({m["device"] for m in per_model.values()})
     write_json(paths.EVAL_JSON, results)
     write_json(paths.EVAL_SETTINGS, {
