@@ -117,3 +117,15 @@ def test_artifact_paths_are_written_once():
     for name in ("best_api",):
         assert str(paths.model(name)) == "models/best_api.pt" and str(paths.model_metrics(name)) == "metrics/best_api.json"
     assert str(paths.eval_json("x")) == "metrics/eval/x.json" and str(paths.episodes_csv("x")) == "plots/episodes/x.csv"
+
+
+def test_no_plain_out_turns_off_the_run_cache():
+    """A plain out with ``cache: false`` makes DVC skip the run-cache for its whole stage (DVC docs, "Run Cache"):
+    every file kept in git must be declared under ``metrics:`` or ``plots:``; ``report``'s markdown is the one
+    exception (it is neither, and the stage takes a second)."""
+    uncached = []
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        for entry in stage.get("do", stage).get("outs") or []:
+            if isinstance(entry, dict) and next(iter(entry.values())).get("cache") is False:
+                uncached.append(f"{name}: {next(iter(entry))}")
+    assert uncached == ["report: plots/summary.md"]

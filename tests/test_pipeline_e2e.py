@@ -152,6 +152,13 @@ def test_dvc_repro_tiny_chain(tmp_path):
 
     # nothing changed: nothing runs
     assert "didn't change, skipping" in _run(dvc + ["repro"], repo, env)
+    # DVC's run-cache covers every training stage (none has a plain out with cache: false, tests/test_layout.py):
+    # models deleted from the workspace come back from the cache, and nothing trains again
+    for name in ("random", "maml_real", "bidf_mkd"):
+        (repo / "models" / f"{name}.pt").unlink()
+    out = _run(dvc + ["repro"], repo, env)
+    assert _stages_run(out) == set(), out
+    assert {"random_init", "maml_real", "distill"} <= set(re.findall(r"Stage '([^']+)' is cached", out)), out
     # defect 8: a misspelt model name stops the run with params.yaml's message, not DVC's "No such file"
     saved = (repo / "params.yaml").read_text()
     bad = yaml.safe_load(saved)
@@ -162,9 +169,9 @@ def test_dvc_repro_tiny_chain(tmp_path):
     assert out.returncode != 0 and "No such file" not in out.stdout + out.stderr
     assert "run.evaluate: must be a non-empty list, each one of 'random'" in out.stdout + out.stderr
     # the failed check removed its marker (DVC clears a stage's outs before it runs): with the params fixed, the
-    # next repro reruns that check alone
+    # next repro brings back that check alone, from the run-cache (it passed with these params before)
     rerun = _run(dvc + ["repro"], repo, env)
-    assert re.findall(r"Running stage '([^']+)'", rerun) == ["check_params"]
+    assert _stages_run(rerun) == set() and re.findall(r"Stage '([^']+)' is cached", rerun) == ["check_params"]
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny results"], repo, env)
     # an evaluation setting invalidates every model's evaluation (and the report, which states the protocol)
