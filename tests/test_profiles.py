@@ -149,6 +149,8 @@ def test_grids_expand_and_collect_a_fake_experiment(tmp_path, monkeypatch):
               "random": {"1shot": {"acc": 60.0, "ci95": 1.0}, "5shot": {"acc": 75.0, "ci95": 0.8}}}
         (repo / "metrics").mkdir(exist_ok=True)
         (repo / "metrics" / "eval.json").write_text(json.dumps(ev))
+        (repo / "plots").mkdir(exist_ok=True)
+        (repo / "plots" / "distill_curve.csv").write_text(f"iteration,val_acc\n0,{20 + i}\n")
         (repo / "params.yaml").write_text(yaml.safe_dump({"invert": {"method": "surrogate"}, "query": {"answer": answer}}))
         _git(repo, "add", "-A")
         _git(repo, "commit", "-qm", f"exp {i}")
@@ -165,6 +167,8 @@ def test_grids_expand_and_collect_a_fake_experiment(tmp_path, monkeypatch):
     assert rows[1]["acc_1shot"] == "71.0" and rows[1]["api_images"] == "2000" and rows[1]["random_5shot"] == "75.0"
     assert (repo / out / "tradeoff_queries.png").stat().st_size > 0
     assert (repo / out / "runs" / "g-1" / "metrics" / "eval.json").is_file()
+    assert (repo / out / "runs" / "g-1" / "plots" / "distill_curve.csv").read_text() == "iteration,val_acc\n0,21\n"
+    assert not (repo / out / "runs" / "g-1" / "plots" / "maml_real_curve.csv").exists()  # not in the experiment
     # the experiment refs gone (a fresh clone, another machine): a collect keeps the rows already collected
     before = (repo / out / "summary.csv").read_text()
     for i in range(2):

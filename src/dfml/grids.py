@@ -11,7 +11,8 @@ come from DVC's run cache), then ``dfml grid collect <name>`` (also run at the e
   run's overrides, its agreement, seconds and experiment;
 - ``tradeoff_queries.png``: accuracy with 95% error bars against total API images (log x axis), one line per
   recovery method and answer mode, one panel per shot;
-- ``runs/<name>-<i>/``: each run's ``metrics/eval.json``, ``invert.json``, ``distill.json`` and ``params.yaml``.
+- ``runs/<name>-<i>/``: each run's ``metrics/eval.json``, ``invert.json``, ``distill.json``, ``maml_real.json``,
+  ``params.yaml`` and the meta-val curves ``plots/distill_curve.csv`` and ``plots/maml_real_curve.csv``.
 
 A run whose experiment is not in this repository (it ran in another clone or on another machine) but whose
 ``runs/<name>-<i>/`` is already under ``results/<name>/`` keeps its row: a grid's rows can be run a few at a time
@@ -43,7 +44,7 @@ GRIDS = Path("profiles/grids")
 COLUMNS = ["method", "answer", "api_images", "acc_1shot", "ci95_1shot", "acc_5shot", "ci95_5shot", "random_1shot",
            "random_5shot"]
 RUN_FILES = (paths.EVAL_JSON, paths.invert_metrics(BLACKBOX), paths.distill_metrics(BLACKBOX), paths.MAML_METRICS,
-             Path("params.yaml"))
+             Path("params.yaml"), paths.curve_csv(BLACKBOX), paths.MAML_CURVE_CSV)
 
 
 def load_grid(name: str) -> list[dict]:
