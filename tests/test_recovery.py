@@ -12,6 +12,7 @@ from dfml.core.errors import BudgetExhausted
 from dfml.inversion.cake import boundary_term, cake_loss, partners
 from dfml.inversion.dfme import recovered_logits
 from dfml.inversion.recovery import METHODS, build_method
+from dfml.models.conv4 import Conv4
 from test_inversion import SealedAPI, invert_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,6 +148,30 @@ def test_a_clone_trained_on_hard_labels_agrees_with_the_api():
     assert spent == planned
 
 
+
+
+def test_surrogate_bank_targets_clone_files_the_clones_soft_answers_and_keeps_the_apis():
+    """With a hard-label API, bank_targets: clone gives the bank soft rows (the final clone's softmax on the
+    recovered images) at the same API cost; the API's one-hot answers stay as api_answers, and the images are
+    those of bank_targets: api under the same seed."""
+    cfg = TINY.model_copy(update={"surrogate": TINY.surrogate.model_copy(update={"bank_targets": "clone"})})
+    runs = {}
+    for targets, c in (("api", TINY), ("clone", cfg)):
+        ledger = QueryLedger()
+        runs[targets] = (_method("surrogate", c).recover(HardLabelAPI(ledger), 0), ledger.total)
+    (api_run, api_spent), (clone_run, clone_spent) = runs["api"], runs["clone"]
+    assert clone_spent == api_spent == _method("surrogate").planned_images(3)
+    assert torch.equal(clone_run.images, api_run.images)
+    assert torch.equal(clone_run.extra["api_answers"], api_run.probs) and "api_answers" not in api_run.extra
+    assert ((api_run.probs == 0) | (api_run.probs == 1)).all()  # one-hot from the API
+    soft = clone_run.probs
+    assert soft.shape == (3, 4, 3) and torch.allclose(soft.sum(-1), torch.ones(3, 4))
+    assert ((soft > 0.01) & (soft < 0.99)).any()  # soft rows, not the API's one-hot ones
+    net = Conv4(1, 3, 16, hidden=TINY.surrogate.clone_width)
+    net.load_state_dict(clone_run.extra["clone"]["state_dict"])
+    with torch.no_grad():
+        want = F.softmax(net.eval()(clone_run.images.flatten(0, 1)), 1)
+    assert torch.allclose(soft.flatten(0, 1), want, atol=1e-5)
 
 
 def test_dfme_recovers_logits_from_probabilities_by_hand():

@@ -573,6 +573,23 @@ def test_each_recovery_method_runs_through_invert_and_distill(tmp_path, inputs, 
         assert distill["api_images_distill"] == 2 * 2 * BOUNDARY and distill["boundary_queries_to"] == "api"
 
 
+def test_surrogate_bank_targets_clone_keeps_the_apis_agreement(tmp_path, inputs, monkeypatch):
+    """invert.surrogate.bank_targets: clone changes the bank's answers, not what is counted or the agreement
+    (read from the API's answers, kept in the entry as api_answers)."""
+    runs = {}
+    for targets in ("api", "clone"):
+        over = {"invert": {"method": "surrogate", "surrogate": {"bank_targets": targets}}, "query": {"answer": "label"}}
+        work = _workspace(tmp_path / targets, inputs, over)
+        _in_process(("invert",), work, monkeypatch)
+        runs[targets] = (json.loads((work / "metrics" / "invert.json").read_text()),
+                         torch.load(work / "data" / "bank" / "api_000.pt", weights_only=True))
+    (api_metrics, api_entry), (clone_metrics, clone_entry) = runs["api"], runs["clone"]
+    assert clone_metrics["api_agreement_pct_per_api"] == api_metrics["api_agreement_pct_per_api"]
+    assert clone_metrics["ledger"]["total"] == api_metrics["ledger"]["total"]
+    assert torch.equal(clone_entry["api_answers"], api_entry["probs"])
+    assert not torch.equal(clone_entry["probs"], api_entry["probs"])
+
+
 def test_a_budget_stop_in_a_surrogate_api_redoes_it_to_the_same_result(tmp_path, inputs, monkeypatch, capsys):
     over = {"invert": {"method": "surrogate"}, "distill": {"iterations": 2, "val_every": 2}}
     ref = _workspace(tmp_path / "ref", inputs, over)

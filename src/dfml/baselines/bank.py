@@ -22,7 +22,8 @@ class BankTask:
     Attributes:
         name: the API's name (``api_000``...).
         images: ``float32 [N*n, C, H, W]`` in ``[0, 1]``: n recovered images of each of the API's N classes.
-        probs: ``float32 [N*n, N]``: the API's answer to each image (rows sum to one).
+        probs: ``float32 [N*n, N]``: the API's answer to each image (rows sum to one; the surrogate's
+        clone's probabilities under ``invert.surrogate.bank_targets: clone``).
     """
 
     name: str

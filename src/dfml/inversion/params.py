@@ -66,6 +66,10 @@ class SurrogateParams(Section):
     generator_steps: PosInt = Field(description="generator steps against the clone per round, and at the end")
     balance: NonNegFloat = Field(description="weight of the class-balance term (entropy of the batch's mean "
                                              "prediction; IDEAL)")
+    bank_targets: Literal["api", "clone"] = Field(
+        description="what the bank files as each recovered image's answer: api (the API's answer as it came) or "
+                    "clone (the final clone's probabilities, taught by the API's answers: soft targets from a "
+                    "label or top-k API; the API still answers the recovered images once, for the agreement)")
 
 
 class DFMEParams(Section):

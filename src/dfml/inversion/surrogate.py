@@ -12,7 +12,9 @@ labels). Per API, in ``invert.surrogate.rounds`` rounds:
    what the API returns).
 
 Then the generator takes its last steps against the final clone, and the recovered images are sent once more
-for the bank's answers. An API costs ``rounds * images_per_round + N * n`` API images and no zero-order query.
+for the bank's answers (with ``bank_targets: clone`` the bank files the final clone's probabilities instead, soft
+targets where the API answers a label or a top-k, and keeps the API's answers as ``api_answers`` for the
+agreement). An API costs ``rounds * images_per_round + N * n`` API images and no zero-order query.
 `distill`'s boundary queries then ask the clone (exact gradients, no API image): :meth:`Surrogate.boundary`.
 """
 
@@ -110,10 +112,15 @@ class Surrogate(RecoveryMethod):
                                   "clone_agreement": before.float().mean().item()})
         self._fit_generator(state, clone, prior)
         x, probs = render(state, api)
+        extra = {"clone": {"width": c.clone_width,
+                           "state_dict": {k: v.detach().cpu() for k, v in clone.state_dict().items()}}}
+        if c.bank_targets == "clone":  # the clone's soft answers go to the bank, the API's stay for the agreement
+            extra["api_answers"] = probs.view(ways, n, ways).cpu()
+            with torch.no_grad():
+                clone.eval()
+                probs = F.softmax(clone(x.contiguous(memory_format=torch.channels_last)), dim=1)
         return Recovered(x.view(ways, n, *x.shape[1:]).cpu(), probs.view(ways, n, ways).cpu(), state,
-                         list(state.history), {"clone": {"width": c.clone_width,
-                                                         "state_dict": {k: v.detach().cpu()
-                                                                        for k, v in clone.state_dict().items()}}})
+                         list(state.history), extra)
 
     def _round_images(self, state: InversionState, count: int, rng: torch.Generator) -> torch.Tensor:
         """The round's queries ``[count, C, H, W]``: the images being recovered (as many as fit), then images of

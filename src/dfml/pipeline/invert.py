@@ -238,7 +238,8 @@ def _spend(ledger, seconds: float, device) -> dict:
 def _finish(apis, ck: Checkpoint, fp: str, cfg, ledger, seconds: float, device, variant: Variant) -> None:
     """Every API is done: the bank (atomically, as one folder), the plot, the metrics; then the checkpoint goes."""
     entries = [torch.load(ck.part(a.name), map_location="cpu", weights_only=True) for a in apis]
-    agree = [(e["probs"].argmax(-1) == torch.arange(a.num_classes).unsqueeze(1)).float().mean().item()
+    agree = [(e.get("api_answers", e["probs"]).argmax(-1) == torch.arange(a.num_classes).unsqueeze(1)).float()
+             .mean().item()
              for a, e in zip(apis, entries)]
     bank = paths.bank(variant)
     tmp = bank.with_name(f".{bank.name}.tmp")
