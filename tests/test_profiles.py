@@ -125,7 +125,7 @@ def test_grids_expand_and_collect_a_fake_experiment(tmp_path, monkeypatch):
 
     monkeypatch.chdir(ROOT)
     runs = grids.load_grid("recovery-methods")
-    assert len(runs) == 4 * 4 + 3 and runs[0] == {"invert.method": "bidf", "query.answer": "probs"}
+    assert len(runs) == 4 * 4 + 4 and runs[0] == {"invert.method": "bidf", "query.answer": "probs"}
     lr = grids.load_grid("miniimagenet-inner-lr")
     assert all(r["data.dataset"] == "miniimagenet" and r["run.evaluate"] == ["random"] for r in lr)
     assert [r["distill.inner_lr"] for r in lr] == [0.1, 0.03]
